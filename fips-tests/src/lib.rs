@@ -1,0 +1,7 @@
+//! fipstun-fips-tests: the FIPS conformance suite.
+//!
+//! The tests live in `tests/` and use only public APIs: every rustls config fipstun builds
+//! reports `fips()`, handshakes between our client and server negotiate only approved
+//! algorithms, non-FIPS peers are refused with a reason, and the negotiable suites, groups and
+//! signature schemes equal a pinned list so a dependency upgrade cannot change them silently.
+//! Run them with `cargo test -p fipstun-fips-tests` (the README's test command includes them).
