@@ -1,20 +1,90 @@
 //! fipstun-identity: who a workload is and whom it trusts, with every cryptographic operation in
 //! the FIPS 140-3 validated AWS-LC module.
 //!
-//! Today this crate holds the bottom of the stack, the [`policy`] module: the FIPS crypto policy
-//! (which TLS versions, suites, groups and signature schemes may be negotiated), config builders
-//! that refuse to return a config that is not FIPS, and [`policy::fips_status`]. SPIFFE IDs, keys
-//! and CSRs, the embedded CA, SVID validation, trust bundles, rotation and the SPIFFE rustls
-//! verifiers and resolvers build on it.
+//! - [`spiffe`]: SPIFFE IDs and trust domains, parsed exactly per the SPIFFE-ID spec.
+//! - [`keys`]: ECDSA P-256/P-384 keys (zeroized on drop) and PKCS#10 CSRs.
+//! - [`ca`]: the embedded CA ([`ca::SvidIssuer`]) that signs SVIDs from CSRs.
+//! - [`svid`]: X.509-SVIDs and their validation per the X.509-SVID spec.
+//! - [`bundle`]: trust bundles, federation sets, and a swappable [`bundle::TrustStore`].
+//! - [`tls`]: rustls verifiers that check chain *and* SPIFFE ID inside the handshake, and
+//!   resolvers backed by a swappable current SVID.
+//! - [`policy`]: the FIPS crypto policy, FIPS-checked config builders and [`policy::fips_status`].
+//!
+//! Issue two SVIDs from the embedded CA, build FIPS server and client configs, and handshake:
 //!
 //! ```
-//! use fipstun_identity::policy::{CryptoPolicy, fips_status};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use fipstun_identity::{bundle::*, ca::*, keys::KeyAlgorithm, policy::CryptoPolicy, spiffe::*, tls::*};
 //!
-//! let status = fips_status();
-//! assert!(status.fips_mode_active, "the AWS-LC FIPS module must be in FIPS mode");
-//! assert!(CryptoPolicy::default().provider().fips());
-//! println!("{status}");
+//! let td = TrustDomain::new("example.org")?;
+//! let ca = SvidIssuer::generate_root(td.clone(), KeyAlgorithm::EcdsaP256, Duration::from_secs(86400), IssuerConfig::default())?;
+//! let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
+//! let policy = CryptoPolicy::default();
+//!
+//! let server_id = SpiffeId::parse("spiffe://example.org/ns/prod/sa/db")?;
+//! let client_id = SpiffeId::parse("spiffe://example.org/ns/prod/sa/web")?;
+//! let (server_slot, client_slot) = (Arc::new(SvidSlot::new()), Arc::new(SvidSlot::new()));
+//! server_slot.set(&ca.issue(&server_id, KeyAlgorithm::EcdsaP256, None)?, &policy)?;
+//! client_slot.set(&ca.issue(&client_id, KeyAlgorithm::EcdsaP256, None)?, &policy)?;
+//!
+//! // The server admits only web; the client only talks to db. Both checks run in the handshake.
+//! let server = server_config(&policy, trust.clone(), Authorizer::ids([client_id.clone()]), server_slot)?;
+//! let client = client_config(&policy, trust, Authorizer::ids([server_id.clone()]), client_slot)?;
+//! assert!(server.fips() && client.fips());
+//!
+//! let mut c = rustls::ClientConnection::new(Arc::new(client), "db".try_into().unwrap()).unwrap();
+//! let mut s = rustls::ServerConnection::new(Arc::new(server)).unwrap();
+//! while c.is_handshaking() || s.is_handshaking() {
+//!     let mut buf = Vec::new();
+//!     while c.wants_write() { c.write_tls(&mut buf).unwrap(); }
+//!     s.read_tls(&mut &buf[..]).unwrap();
+//!     s.process_new_packets().unwrap();
+//!     buf.clear();
+//!     while s.wants_write() { s.write_tls(&mut buf).unwrap(); }
+//!     c.read_tls(&mut &buf[..]).unwrap();
+//!     c.process_new_packets().unwrap();
+//! }
+//! assert_eq!(peer_spiffe_id(&s), Some(client_id));
+//! assert_eq!(peer_spiffe_id(&c), Some(server_id));
+//! # Ok::<(), fipstun_identity::Error>(())
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod bundle;
+pub mod ca;
+pub mod keys;
 pub mod policy;
+pub mod spiffe;
+pub mod svid;
+pub mod tls;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A SPIFFE ID or trust domain did not parse.
+    #[error(transparent)]
+    SpiffeId(#[from] spiffe::SpiffeIdError),
+    /// The FIPS policy refused a configuration.
+    #[error(transparent)]
+    Policy(#[from] policy::PolicyError),
+    /// The CA refused a CSR.
+    #[error(transparent)]
+    Csr(#[from] ca::CsrError),
+    /// An SVID is not valid.
+    #[error(transparent)]
+    Svid(#[from] svid::SvidError),
+    /// A key could not be generated, loaded or used.
+    #[error("key: {0}")]
+    Key(String),
+    /// PEM input did not hold what was expected.
+    #[error("PEM: {0}")]
+    Pem(String),
+    /// A trust bundle is unusable.
+    #[error("trust bundle: {0}")]
+    Bundle(String),
+    /// Encoding a certificate or CSR failed.
+    #[error("encoding: {0}")]
+    Encoding(String),
+}

@@ -117,7 +117,7 @@ static TLS13_AND_TLS12: &[&SupportedProtocolVersion] =
 
 /// Signature algorithms we verify: ECDSA on P-256/P-384 with SHA-256/SHA-384, RSA-PSS and
 /// RSA PKCS#1 v1.5 with 2048..=8192-bit keys. No Ed25519, no P-521, no SHA-1.
-static SIGNATURE_VERIFICATION: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+pub(crate) static SIGNATURE_VERIFICATION: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
     all: &[
         webpki_algs::ECDSA_P256_SHA256,
         webpki_algs::ECDSA_P256_SHA384,
