@@ -8,6 +8,8 @@
 //! - [`bundle`]: trust bundles, federation sets, and a swappable [`bundle::TrustStore`].
 //! - [`tls`]: rustls verifiers that check chain *and* SPIFFE ID inside the handshake, and
 //!   resolvers backed by a swappable current SVID.
+//! - [`rotation`] and [`manager`]: renewal before expiry with a new key each time, jittered and
+//!   backed off, swapped into live TLS configs without dropping connections.
 //! - [`policy`]: the FIPS crypto policy, FIPS-checked config builders and [`policy::fips_status`].
 //!
 //! Issue two SVIDs from the embedded CA, build FIPS server and client configs, and handshake:
@@ -54,7 +56,9 @@
 pub mod bundle;
 pub mod ca;
 pub mod keys;
+pub mod manager;
 pub mod policy;
+pub mod rotation;
 pub mod spiffe;
 pub mod svid;
 pub mod tls;
@@ -72,6 +76,9 @@ pub enum Error {
     /// The CA refused a CSR.
     #[error(transparent)]
     Csr(#[from] ca::CsrError),
+    /// The CA did not deliver an SVID.
+    #[error(transparent)]
+    Ca(#[from] manager::CaClientError),
     /// An SVID is not valid.
     #[error(transparent)]
     Svid(#[from] svid::SvidError),
