@@ -83,6 +83,17 @@ impl TrustBundle {
         Self::from_der(self.trust_domain.clone(), roots)
     }
 
+    /// This bundle without `root` (the last step of a root rotation, once every certificate
+    /// the old root signed has expired). Fails if that would leave the bundle empty.
+    pub fn without_root(&self, root: &CertificateDer<'_>) -> Result<Self, Error> {
+        let roots = self
+            .roots
+            .iter()
+            .filter(|r| r.as_ref() != root.as_ref())
+            .cloned();
+        Self::from_der(self.trust_domain.clone(), roots)
+    }
+
     /// All roots as PEM.
     pub fn to_pem(&self) -> String {
         self.roots

@@ -471,4 +471,16 @@ async fn root_rotation_with_overlap_keeps_old_and_new_root_peers_talking() {
         )
         .is_ok()
     );
+    // Rotation step 3: once the old root's SVIDs have expired, drop the old root.
+    let merged = trust.current().get(&td()).unwrap().clone();
+    trust.update(merged.without_root(&old_root.bundle().roots()[0]).unwrap());
+    assert_eq!(trust.current().get(&td()).unwrap().roots().len(), 1);
+    connect(&tls(&clock, &trust, old_peer.clone(), new_peer.clone()))
+        .await
+        .expect("both on the new root");
+    let last = merged.without_root(&merged.roots()[0]).unwrap();
+    assert!(
+        last.without_root(&merged.roots()[1]).is_err(),
+        "a bundle is never empty"
+    );
 }
