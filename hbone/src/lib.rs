@@ -1,5 +1,330 @@
-//! fipstun-hbone: the FIPS backend — TCP streams tunnelled as HTTP/2 `CONNECT` over mutual TLS.
+//! fipstun-hbone: the FIPS backend — TCP streams tunnelled as HTTP/2 `CONNECT` over mutual TLS
+//! (HBONE), wire-compatible with Istio's ztunnel.
 //!
-//! This crate will hold an HBONE client, server and connection pool (h2 over tokio-rustls on the
-//! FIPS configurations built by `fipstun-identity`), wire-compatible with Istio's ztunnel on port
-//! 15008. Nothing is implemented here yet; see the HBONE issue and `../shared/DESIGN.md` §4.
+//! - [`wire`]: the CONNECT request and response as plain types, parsed and built without
+//!   sockets.
+//! - [`HboneServer`]: accepts mTLS + HTTP/2, asks a [`Handler`] per CONNECT, dials the target
+//!   and copies bytes both ways with half-close.
+//! - [`HboneClient`]: opens [`HboneStream`]s (tokio `AsyncRead + AsyncWrite`) through a peer,
+//!   pooling connections.
+//!
+//! All TLS goes through the FIPS configs of `fipstun-identity` (AWS-LC FIPS module, TLS 1.3
+//! with AES-GCM on P-256/P-384); both sides re-check `fips()` after setting ALPN.
+//!
+//! # Wire format (as ztunnel speaks it)
+//!
+//! - TLS 1.3, mutual: each side presents an X.509-SVID whose only identity is the SPIFFE ID in
+//!   its URI SAN; no SNI and no DNS names are used. ALPN must select `h2`, otherwise the
+//!   connection is closed.
+//! - HTTP/2 plain `CONNECT` (RFC 9113 §8.5): `:method CONNECT` and `:authority ip:port` of the
+//!   final destination (IPv6 in brackets); no `:scheme`, `:path` or `:protocol` (extended
+//!   CONNECT is refused with 400). A hostname authority is refused with 400 unless the server's
+//!   [`wire::HostnamePolicy`] admits it.
+//! - Optional request headers, passed to the [`Handler`] typed: `baggage` (W3C Baggage, joined
+//!   when repeated, at most 8192 bytes), `traceparent` (W3C Trace Context, validated: version,
+//!   32/16 lowercase hex IDs not all zero, flags), `forwarded` (RFC 7239; the first `for=` node
+//!   is the original client). An invalid one makes the request malformed (400).
+//! - Response status: `200` only after the [`Handler`] allowed the stream **and** the TCP
+//!   connect to the target succeeded. `400` malformed request or authority; `401` not
+//!   authorized and `403` forbidden (both without any connection attempt to the target); `503`
+//!   target unreachable. The client maps them to [`wire::Rejection`] in [`Error::Rejected`].
+//!   After the 200, a failure is a stream reset (RST_STREAM CANCEL).
+//! - Stream data are the raw TCP bytes; END_STREAM is a TCP half-close (FIN) in that direction
+//!   and is kept end to end.
+//! - HTTP/2 settings (both sides): stream window 4 MiB, connection window 16 MiB, max frame
+//!   1 MiB, max concurrent streams 100 (configurable); the client PINGs every 10 s and drops a
+//!   connection after 20 s without a PONG; shutdown is a graceful GOAWAY drain.
+//!
+//! # Example: a round trip on loopback
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use fipstun_hbone::{AllowAll, ClientConfig, HboneClient, HboneServer, ServerConfig, TlsIdentity};
+//! use fipstun_identity::{bundle::*, ca::*, keys::KeyAlgorithm, policy::CryptoPolicy, spiffe::*, tls::*};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! tokio::runtime::Runtime::new()?.block_on(async {
+//!     let td = TrustDomain::new("example.org")?;
+//!     let ca = SvidIssuer::generate_root(td.clone(), KeyAlgorithm::EcdsaP256, Duration::from_secs(3600), IssuerConfig::default())?;
+//!     let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
+//!     let identity = |id: &SpiffeId| -> Result<TlsIdentity, fipstun_identity::Error> {
+//!         let slot = Arc::new(SvidSlot::new());
+//!         slot.set(&ca.issue(id, KeyAlgorithm::EcdsaP256, None)?, &CryptoPolicy::default())?;
+//!         Ok(TlsIdentity::new(CryptoPolicy::default(), trust.clone(), slot))
+//!     };
+//!     let node = SpiffeId::parse("spiffe://example.org/ns/istio-system/sa/ztunnel")?;
+//!     let app = SpiffeId::parse("spiffe://example.org/ns/prod/sa/web")?;
+//!
+//!     // An upstream echo service, and an HBONE server in front of it.
+//!     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let target = upstream.local_addr()?;
+//!     tokio::spawn(async move {
+//!         let (mut s, _) = upstream.accept().await.unwrap();
+//!         let (mut r, mut w) = s.split();
+//!         tokio::io::copy(&mut r, &mut w).await.unwrap();
+//!     });
+//!     let server = HboneServer::from_identity(
+//!         &identity(&node)?, Authorizer::trust_domains([td]), ServerConfig::default(), AllowAll)?;
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let peer = listener.local_addr()?;
+//!     tokio::spawn({ let server = server.clone(); async move { server.serve(listener).await } });
+//!
+//!     // The client expects exactly the node's identity at `peer`.
+//!     let client = HboneClient::new(identity(&app)?, ClientConfig::default())?;
+//!     let mut stream = client.connect(target, peer, node.clone()).await?;
+//!     assert_eq!(stream.peer_identity(), &node);
+//!     stream.write_all(b"hello through HBONE").await?;
+//!     stream.shutdown().await?; // END_STREAM: the echo sees EOF and closes its side
+//!     let mut back = Vec::new();
+//!     stream.read_to_end(&mut back).await?;
+//!     assert_eq!(back, b"hello through HBONE");
+//!     server.shutdown().await;
+//!     Ok::<_, Box<dyn std::error::Error>>(())
+//! })
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fipstun_identity::bundle::TrustStore;
+use fipstun_identity::policy::{CryptoPolicy, PolicyError};
+use fipstun_identity::tls::SvidSlot;
+
+mod client;
+mod metrics;
+mod pool;
+mod server;
+mod stream;
+pub mod wire;
+
+pub use client::{ClientConfig, ExpectedPeer, HboneClient};
+pub use metrics::{HandshakeFailure, MetricsSnapshot};
+pub use server::{AllowAll, ConnectContext, Decision, Handler, HboneServer, ServerConfig};
+pub use stream::HboneStream;
+pub use wire::{ConnectRequest, ConnectResponse, Rejection, WireError};
+
+/// The ALPN protocol HBONE negotiates (RFC 9113 §3.2).
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// The port ztunnel listens on for HBONE.
+pub const HBONE_PORT: u16 = 15008;
+
+/// What a workload presents and trusts: the FIPS crypto policy, the trust bundles, and the
+/// slot holding its current SVID (which rotation swaps in place).
+#[derive(Clone, Debug)]
+pub struct TlsIdentity {
+    /// The FIPS crypto policy for every handshake.
+    pub policy: CryptoPolicy,
+    /// Roots the peer's SVID must chain to.
+    pub trust: TrustStore,
+    /// The SVID presented; an empty slot fails closed.
+    pub svid: Arc<SvidSlot>,
+}
+
+impl TlsIdentity {
+    /// Bundle the three.
+    pub fn new(policy: CryptoPolicy, trust: TrustStore, svid: Arc<SvidSlot>) -> Self {
+        Self {
+            policy,
+            trust,
+            svid,
+        }
+    }
+}
+
+/// HTTP/2 flow-control and framing settings. The defaults keep one bulk stream near line rate
+/// (DESIGN §4); the connection window is larger than the stream window so that one stalled
+/// stream cannot starve the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct H2Settings {
+    /// SETTINGS_INITIAL_WINDOW_SIZE (per stream receive window), bytes. Default 4 MiB.
+    pub stream_window_bytes: u32,
+    /// Connection receive window, bytes. Default 16 MiB.
+    pub connection_window_bytes: u32,
+    /// SETTINGS_MAX_FRAME_SIZE we accept, bytes (16 KiB..16 MiB). Default 1 MiB.
+    pub max_frame_bytes: u32,
+    /// Data h2 may buffer per stream before a writer waits, bytes. Default 4 MiB.
+    pub max_send_buffer_bytes: usize,
+}
+
+impl Default for H2Settings {
+    fn default() -> Self {
+        Self {
+            stream_window_bytes: 4 << 20,
+            connection_window_bytes: 16 << 20,
+            max_frame_bytes: 1 << 20,
+            max_send_buffer_bytes: 4 << 20,
+        }
+    }
+}
+
+impl H2Settings {
+    fn frame_size(&self) -> u32 {
+        // RFC 9113 §6.5.2: 2^14 ..= 2^24 - 1.
+        self.max_frame_bytes.clamp(1 << 14, (1 << 24) - 1)
+    }
+
+    fn server_builder(&self, max_streams: u32) -> h2::server::Builder {
+        let mut b = h2::server::Builder::new();
+        b.initial_window_size(self.stream_window_bytes)
+            .initial_connection_window_size(self.connection_window_bytes)
+            .max_frame_size(self.frame_size())
+            .max_send_buffer_size(self.max_send_buffer_bytes)
+            .max_concurrent_streams(max_streams);
+        b
+    }
+
+    fn client_builder(&self, max_streams: usize) -> h2::client::Builder {
+        let mut b = h2::client::Builder::new();
+        b.initial_window_size(self.stream_window_bytes)
+            .initial_connection_window_size(self.connection_window_bytes)
+            .max_frame_size(self.frame_size())
+            .max_send_buffer_size(self.max_send_buffer_bytes)
+            .initial_max_send_streams(max_streams)
+            .enable_push(false);
+        b
+    }
+}
+
+/// A failed connection setup to an HBONE peer. Cloneable: every stream waiting on the same
+/// dial receives it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("connecting to HBONE peer {peer} failed ({}): {message}", kind.label())]
+pub struct DialError {
+    /// The peer address.
+    pub peer: SocketAddr,
+    /// Which step failed.
+    pub kind: HandshakeFailure,
+    /// What the failing layer said.
+    pub message: String,
+}
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request or response is not valid HBONE.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The peer answered the CONNECT with a non-2xx status.
+    #[error("HBONE peer {peer} refused CONNECT {target}: {rejection}")]
+    Rejected {
+        /// The HBONE peer.
+        peer: SocketAddr,
+        /// The requested target.
+        target: String,
+        /// What the status means.
+        rejection: Rejection,
+    },
+    /// Connecting (TCP, TLS, ALPN, HTTP/2) to the peer failed.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// The peer did not answer the CONNECT in time.
+    #[error("HBONE peer {peer} did not answer CONNECT {target} in time")]
+    ResponseTimeout {
+        /// The HBONE peer.
+        peer: SocketAddr,
+        /// The requested target.
+        target: String,
+    },
+    /// The HTTP/2 stream failed before the tunnel was established.
+    #[error("HBONE stream to {target} via {peer} failed: {source}")]
+    Stream {
+        /// The HBONE peer.
+        peer: SocketAddr,
+        /// The requested target.
+        target: String,
+        /// What h2 reported.
+        source: h2::Error,
+    },
+    /// A server-side handshake with a client failed.
+    #[error("handshake with {peer} failed ({}): {message}", kind.label())]
+    Handshake {
+        /// The client address.
+        peer: SocketAddr,
+        /// Which step failed.
+        kind: HandshakeFailure,
+        /// What the failing layer said.
+        message: String,
+    },
+    /// An HTTP/2 connection failed after its handshake.
+    #[error("HTTP/2 connection with {peer} failed: {source}")]
+    Http2 {
+        /// The remote address.
+        peer: SocketAddr,
+        /// What h2 reported.
+        source: h2::Error,
+    },
+    /// The server's connection limit is reached.
+    #[error("connection limit of {max} reached")]
+    ConnectionLimit {
+        /// The configured limit.
+        max: u32,
+    },
+    /// The server is shutting down and takes no new connections.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// The SVID slot is empty: nothing to present, so we fail closed.
+    #[error("no local SVID yet; refusing to connect")]
+    NoLocalIdentity,
+    /// The FIPS policy refused a TLS config.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Building a TLS config failed.
+    #[error(transparent)]
+    Identity(#[from] fipstun_identity::Error),
+    /// Socket I/O failed.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// The peer's refusal, when this error is one: tells 401 from 503.
+    pub fn rejection(&self) -> Option<Rejection> {
+        match self {
+            Self::Rejected { rejection, .. } => Some(*rejection),
+            _ => None,
+        }
+    }
+}
+
+/// Sort a TLS handshake failure into a metrics reason.
+fn classify_tls_error(e: &io::Error) -> metrics::HandshakeFailure {
+    use rustls::AlertDescription as A;
+    use rustls::Error as R;
+    let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<R>()) else {
+        return metrics::HandshakeFailure::Tls;
+    };
+    match r {
+        R::InvalidCertificate(_) | R::NoCertificatesPresented => {
+            metrics::HandshakeFailure::Certificate
+        }
+        R::AlertReceived(
+            A::BadCertificate
+            | A::UnsupportedCertificate
+            | A::CertificateRevoked
+            | A::CertificateExpired
+            | A::CertificateUnknown
+            | A::UnknownCA
+            | A::AccessDenied
+            | A::CertificateRequired,
+        ) => metrics::HandshakeFailure::Certificate,
+        R::NoApplicationProtocol | R::AlertReceived(A::NoApplicationProtocol) => {
+            metrics::HandshakeFailure::Alpn
+        }
+        _ => metrics::HandshakeFailure::Tls,
+    }
+}
+
+impl fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}

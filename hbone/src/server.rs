@@ -1,0 +1,536 @@
+//! The HBONE server: accepts mTLS + HTTP/2 connections, authorizes each CONNECT, dials the
+//! target and copies bytes both ways.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fipstun_identity::spiffe::SpiffeId;
+use fipstun_identity::tls::{Authorizer, peer_spiffe_id};
+use h2::RecvStream;
+use h2::server::SendResponse;
+use http::{HeaderMap, Request};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::metrics::{HandshakeFailure, Metrics, MetricsSnapshot};
+use crate::stream::{copy_h2_to, copy_to_h2};
+use crate::wire::{Authority, ConnectRequest, ConnectResponse, HostnamePolicy, Rejection};
+use crate::{ALPN_H2, Error, H2Settings, TlsIdentity, classify_tls_error};
+
+/// Server settings. Times are wall-clock durations.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Concurrent connections at most; more are closed before the TLS handshake and counted
+    /// in [`MetricsSnapshot::connections_refused`]. Default 1024.
+    pub max_connections: u32,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise; h2 refuses streams beyond it with
+    /// REFUSED_STREAM. Default 100.
+    pub max_streams_per_conn: u32,
+    /// Limit for the TLS plus HTTP/2 handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// A connection without streams for this long is closed with GOAWAY. Default 5 min.
+    pub idle_timeout: Duration,
+    /// How long [`HboneServer::shutdown`] lets open streams finish. Default 30 s.
+    pub drain_timeout: Duration,
+    /// Limit for the TCP connect to a target; past it the CONNECT gets 503. Default 10 s.
+    pub upstream_connect_timeout: Duration,
+    /// Whether a CONNECT may name a host instead of an IP. Default: refused (400).
+    pub hostnames: HostnamePolicy,
+    /// HTTP/2 windows and frame size.
+    pub h2: H2Settings,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_streams_per_conn: 100,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(10),
+            hostnames: HostnamePolicy::Reject,
+            h2: H2Settings::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Set [`ServerConfig::max_connections`].
+    pub fn with_max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Set [`ServerConfig::max_streams_per_conn`].
+    pub fn with_max_streams_per_conn(mut self, n: u32) -> Self {
+        self.max_streams_per_conn = n.max(1);
+        self
+    }
+
+    /// Set [`ServerConfig::handshake_timeout`].
+    pub fn with_handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t;
+        self
+    }
+
+    /// Set [`ServerConfig::idle_timeout`].
+    pub fn with_idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = t;
+        self
+    }
+
+    /// Set [`ServerConfig::drain_timeout`].
+    pub fn with_drain_timeout(mut self, t: Duration) -> Self {
+        self.drain_timeout = t;
+        self
+    }
+
+    /// Set [`ServerConfig::hostnames`].
+    pub fn with_hostnames(mut self, p: HostnamePolicy) -> Self {
+        self.hostnames = p;
+        self
+    }
+}
+
+/// What the server knows about a CONNECT when it asks the [`Handler`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ConnectContext<'a> {
+    /// The client's SPIFFE ID, verified in the TLS handshake.
+    pub peer_id: &'a SpiffeId,
+    /// The client's socket address.
+    pub peer_addr: SocketAddr,
+    /// The parsed request (target and optional headers).
+    pub request: &'a ConnectRequest,
+    /// All request headers, for anything the typed request does not carry.
+    pub headers: &'a HeaderMap,
+}
+
+impl ConnectContext<'_> {
+    /// The target as a socket address (always present unless a [`HostnamePolicy`] admitted a
+    /// host name).
+    pub fn target_addr(&self) -> Option<SocketAddr> {
+        self.request.target().socket_addr()
+    }
+}
+
+/// The application's answer to a CONNECT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Dial the target and, once connected, answer 200.
+    Allow,
+    /// Answer 401 without dialing.
+    Unauthorized,
+    /// Answer 403 without dialing.
+    Forbidden,
+}
+
+/// Decides, per CONNECT, whether the authenticated peer may reach the target. Runs before any
+/// upstream connection is attempted.
+pub trait Handler: Send + Sync + 'static {
+    /// Allow or refuse one CONNECT.
+    fn authorize(&self, ctx: &ConnectContext<'_>) -> Decision;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&ConnectContext<'_>) -> Decision + Send + Sync + 'static,
+{
+    fn authorize(&self, ctx: &ConnectContext<'_>) -> Decision {
+        self(ctx)
+    }
+}
+
+/// A [`Handler`] that allows every CONNECT from a peer that passed the TLS authorizer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+impl Handler for AllowAll {
+    fn authorize(&self, _ctx: &ConnectContext<'_>) -> Decision {
+        Decision::Allow
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Running,
+    Draining,
+    Stopped,
+}
+
+/// An HBONE server. Cheap to clone; clones share limits, metrics and shutdown.
+#[derive(Clone)]
+pub struct HboneServer {
+    inner: Arc<ServerInner>,
+}
+
+struct ServerInner {
+    acceptor: TlsAcceptor,
+    config: ServerConfig,
+    handler: Arc<dyn Handler>,
+    metrics: Arc<Metrics>,
+    connections: Arc<Semaphore>,
+    state: watch::Sender<State>,
+}
+
+impl fmt::Debug for HboneServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HboneServer")
+            .field("config", &self.inner.config)
+            .field("state", &*self.inner.state.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HboneServer {
+    /// A server on `tls`, a config from [`fipstun_identity::tls::server_config`] (client
+    /// certificates required). ALPN is set to `h2` here; the config is re-checked against the
+    /// FIPS policy after that change.
+    pub fn new(
+        mut tls: rustls::ServerConfig,
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> Result<Self, Error> {
+        tls.alpn_protocols = vec![ALPN_H2.to_vec()];
+        fipstun_identity::policy::check_server(&tls)?;
+        let (state, _) = watch::channel(State::Running);
+        Ok(Self {
+            inner: Arc::new(ServerInner {
+                acceptor: TlsAcceptor::from(Arc::new(tls)),
+                connections: Arc::new(Semaphore::new(config.max_connections as usize)),
+                config,
+                handler: Arc::new(handler),
+                metrics: Arc::new(Metrics::default()),
+                state,
+            }),
+        })
+    }
+
+    /// A server presenting `identity`'s SVID to clients that pass `clients` (checked in the
+    /// TLS handshake, before any [`Handler`] call).
+    pub fn from_identity(
+        identity: &TlsIdentity,
+        clients: Authorizer,
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> Result<Self, Error> {
+        let tls = fipstun_identity::tls::server_config(
+            &identity.policy,
+            identity.trust.clone(),
+            clients,
+            identity.svid.clone(),
+        )?;
+        Self::new(tls, config, handler)
+    }
+
+    /// Accept connections from `listener` until [`HboneServer::shutdown`] starts; each
+    /// connection runs in its own task. Returns when shutdown begins.
+    pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
+        let mut state = self.inner.state.subscribe();
+        loop {
+            if *state.borrow_and_update() != State::Running {
+                return Ok(());
+            }
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, remote)) => {
+                        let server = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = server.serve_connection(tcp).await {
+                                tracing::debug!(%remote, error = %e, "hbone connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                _ = state.changed() => {}
+            }
+        }
+    }
+
+    /// Serve one accepted TCP connection to completion (for callers that own the accept
+    /// loop). Honours the connection limit, the handshake timeout and shutdown.
+    pub async fn serve_connection(&self, tcp: TcpStream) -> Result<(), Error> {
+        let inner = &self.inner;
+        let remote = tcp.peer_addr()?;
+        let mut state = inner.state.subscribe();
+        if *state.borrow_and_update() != State::Running {
+            return Err(Error::ShuttingDown);
+        }
+        let Ok(_permit) = inner.connections.clone().try_acquire_owned() else {
+            inner.metrics.connection_refused();
+            tracing::warn!(%remote, max = inner.config.max_connections, "connection limit reached; closing");
+            return Err(Error::ConnectionLimit {
+                max: inner.config.max_connections,
+            });
+        };
+        let _ = tcp.set_nodelay(true);
+        let span = tracing::debug_span!("hbone_server_conn", %remote);
+        async move {
+            let (mut conn, peer_id) = match self.handshake(tcp, remote).await {
+                Ok(c) => c,
+                Err((kind, message)) => {
+                    inner.metrics.handshake_failed(kind);
+                    tracing::debug!(reason = kind.label(), %message, "handshake failed");
+                    return Err(Error::Handshake {
+                        peer: remote,
+                        kind,
+                        message,
+                    });
+                }
+            };
+            inner.metrics.connection_opened();
+            tracing::debug!(%peer_id, "hbone connection established");
+            let shared = Arc::new(ConnShared {
+                active: AtomicUsize::new(0),
+                idle_since: Mutex::new(Instant::now()),
+            });
+            let idle_timeout = inner.config.idle_timeout;
+            let idle = tokio::time::sleep(idle_timeout);
+            tokio::pin!(idle);
+            let mut draining = false;
+            let result = loop {
+                tokio::select! {
+                    next = conn.accept() => match next {
+                        Some(Ok((req, respond))) => {
+                            let guard = StreamGuard::new(shared.clone());
+                            let server = self.clone();
+                            let peer_id = peer_id.clone();
+                            let span = tracing::debug_span!("hbone_stream", stream = respond.stream_id().as_u32());
+                            tokio::spawn(async move {
+                                server.handle_stream(req, respond, &peer_id, remote).await;
+                                drop(guard);
+                            }.instrument(span));
+                        }
+                        Some(Err(e)) => break Err(Error::Http2 { peer: remote, source: e }),
+                        None => break Ok(()),
+                    },
+                    _ = state.changed() => {
+                        match *state.borrow_and_update() {
+                            State::Draining if !draining => {
+                                tracing::debug!("draining: GOAWAY sent");
+                                conn.graceful_shutdown();
+                                draining = true;
+                            }
+                            State::Stopped => {
+                                tracing::debug!("drain timeout: closing with streams open");
+                                break Ok(());
+                            }
+                            _ => {}
+                        }
+                    }
+                    _ = &mut idle, if !draining => {
+                        let since = *shared.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+                        let busy = shared.active.load(Ordering::Acquire) > 0;
+                        if !busy && since.elapsed() >= idle_timeout {
+                            tracing::debug!("idle: GOAWAY sent");
+                            conn.graceful_shutdown();
+                            draining = true;
+                        } else {
+                            let base = if busy { Instant::now() } else { since };
+                            idle.as_mut().reset((base + idle_timeout).into());
+                        }
+                    }
+                }
+            };
+            inner.metrics.connection_closed();
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> Result<
+        (
+            h2::server::Connection<tokio_rustls::server::TlsStream<TcpStream>, Bytes>,
+            SpiffeId,
+        ),
+        (HandshakeFailure, String),
+    > {
+        let cfg = &self.inner.config;
+        let fut = async {
+            let tls = self
+                .inner
+                .acceptor
+                .accept(tcp)
+                .await
+                .map_err(|e| (classify_tls_error(&e), e.to_string()))?;
+            let (_, session) = tls.get_ref();
+            if session.alpn_protocol() != Some(ALPN_H2) {
+                return Err((
+                    HandshakeFailure::Alpn,
+                    format!("{remote} did not negotiate ALPN h2"),
+                ));
+            }
+            let peer_id = peer_spiffe_id(session).ok_or((
+                HandshakeFailure::Certificate,
+                "the client certificate has no SPIFFE ID".to_string(),
+            ))?;
+            let conn = cfg
+                .h2
+                .server_builder(cfg.max_streams_per_conn)
+                .handshake(tls)
+                .await
+                .map_err(|e| (HandshakeFailure::Http2, e.to_string()))?;
+            Ok((conn, peer_id))
+        };
+        match tokio::time::timeout(cfg.handshake_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err((
+                HandshakeFailure::Timeout,
+                format!("handshake took longer than {:?}", cfg.handshake_timeout),
+            )),
+        }
+    }
+
+    async fn handle_stream(
+        &self,
+        req: Request<RecvStream>,
+        mut respond: SendResponse<Bytes>,
+        peer_id: &SpiffeId,
+        peer_addr: SocketAddr,
+    ) {
+        let inner = &self.inner;
+        let (parts, mut body) = req.into_parts();
+        let head = Request::from_parts(parts, ());
+        let reject = |respond: &mut SendResponse<Bytes>, r: Rejection| {
+            inner.metrics.stream_rejected();
+            let _ = respond.send_response(ConnectResponse::rejected(r).to_http(), true);
+        };
+        let request = match ConnectRequest::parse(&head, &inner.config.hostnames) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "malformed CONNECT: 400");
+                return reject(&mut respond, Rejection::BadRequest);
+            }
+        };
+        let target = request.target().clone();
+        let ctx = ConnectContext {
+            peer_id,
+            peer_addr,
+            request: &request,
+            headers: head.headers(),
+        };
+        match inner.handler.authorize(&ctx) {
+            Decision::Allow => {}
+            Decision::Unauthorized => {
+                tracing::debug!(%peer_id, %target, "not authorized: 401");
+                return reject(&mut respond, Rejection::Unauthorized);
+            }
+            Decision::Forbidden => {
+                tracing::debug!(%peer_id, %target, "forbidden: 403");
+                return reject(&mut respond, Rejection::Forbidden);
+            }
+        }
+        let dial = async {
+            match &target {
+                Authority::Addr(a) => TcpStream::connect(*a).await,
+                Authority::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await,
+            }
+        };
+        let mut upstream =
+            match tokio::time::timeout(inner.config.upstream_connect_timeout, dial).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%target, error = %e, "upstream unreachable: 503");
+                    return reject(&mut respond, Rejection::Unreachable);
+                }
+                Err(_) => {
+                    tracing::debug!(%target, "upstream connect timed out: 503");
+                    return reject(&mut respond, Rejection::Unreachable);
+                }
+            };
+        let _ = upstream.set_nodelay(true);
+        let mut send = match respond.send_response(ConnectResponse::established().to_http(), false)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "client went away before the 200");
+                return;
+            }
+        };
+        inner.metrics.stream_opened();
+        tracing::debug!(%peer_id, %target, "tunnel established");
+        let (mut up_r, mut up_w) = upstream.split();
+        let metrics = &inner.metrics;
+        let result = tokio::try_join!(
+            copy_h2_to(&mut body, &mut up_w, metrics),
+            copy_to_h2(&mut up_r, &mut send, metrics),
+        );
+        match result {
+            Ok((to_target, from_target)) => {
+                tracing::debug!(to_target, from_target, "tunnel closed");
+            }
+            Err(e) => {
+                // After the 200 the only way to report a failure is a stream reset.
+                tracing::debug!(error = %e, "tunnel failed: resetting the stream");
+                send.send_reset(h2::Reason::CANCEL);
+            }
+        }
+        inner.metrics.stream_closed();
+    }
+
+    /// Stop accepting, send GOAWAY on every connection, and let open streams finish for up to
+    /// [`ServerConfig::drain_timeout`]; connections still open then are closed.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.state.send_replace(State::Draining);
+        let all = inner.config.max_connections;
+        let drained = tokio::time::timeout(
+            inner.config.drain_timeout,
+            inner.connections.acquire_many(all),
+        )
+        .await;
+        if drained.is_err() {
+            tracing::info!("drain timeout reached; closing remaining connections");
+        }
+        drop(drained);
+        inner.state.send_replace(State::Stopped);
+        // Connections notice Stopped at once; wait briefly for their tasks to wind down.
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), inner.connections.acquire_many(all)).await;
+    }
+
+    /// Counters since the server was created.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+}
+
+struct ConnShared {
+    active: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+struct StreamGuard(Arc<ConnShared>);
+
+impl StreamGuard {
+    fn new(shared: Arc<ConnShared>) -> Self {
+        shared.active.fetch_add(1, Ordering::AcqRel);
+        Self(shared)
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+    }
+}

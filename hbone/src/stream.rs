@@ -1,0 +1,307 @@
+//! The byte stream of one established HBONE tunnel, and the flow-controlled send/receive
+//! helpers the server's copy loop shares with it.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use fipstun_identity::spiffe::SpiffeId;
+use h2::{RecvStream, SendStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::client::ClientConn;
+use crate::metrics::Metrics;
+use crate::pool::Lease;
+use crate::wire::Authority;
+
+/// Largest amount one `poll_write` hands to h2; h2 splits it into DATA frames of at most the
+/// peer's SETTINGS_MAX_FRAME_SIZE.
+const MAX_WRITE_CHUNK: usize = 1 << 20;
+/// Small writes are copied into blocks of this size so that each write does not allocate.
+const WRITE_BLOCK: usize = 256 * 1024;
+
+/// An established HBONE stream: the tunnelled TCP connection, as tokio I/O.
+///
+/// Reading returns the bytes the far end sent, then EOF when it half-closed (END_STREAM).
+/// [`AsyncWriteExt::shutdown`](tokio::io::AsyncWriteExt::shutdown) half-closes our direction
+/// (END_STREAM) and keeps reading possible. Dropping the stream before both directions ended
+/// resets it (RST_STREAM CANCEL). A reset or a lost connection surfaces as an I/O error.
+pub struct HboneStream {
+    send: SendStream<Bytes>,
+    recv: RecvStream,
+    read_buf: Bytes,
+    read_eof: bool,
+    write_buf: BytesMut,
+    write_shut: bool,
+    peer_addr: SocketAddr,
+    peer_id: SpiffeId,
+    target: Authority,
+    metrics: Arc<Metrics>,
+    _lease: Lease<ClientConn>,
+}
+
+impl fmt::Debug for HboneStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HboneStream")
+            .field("peer_addr", &self.peer_addr)
+            .field("peer_id", &self.peer_id)
+            .field("target", &self.target)
+            .field("stream_id", &self.send.stream_id().as_u32())
+            .finish()
+    }
+}
+
+impl HboneStream {
+    pub(crate) fn new(
+        send: SendStream<Bytes>,
+        recv: RecvStream,
+        peer_addr: SocketAddr,
+        peer_id: SpiffeId,
+        target: Authority,
+        metrics: Arc<Metrics>,
+        lease: Lease<ClientConn>,
+    ) -> Self {
+        metrics.stream_opened();
+        Self {
+            send,
+            recv,
+            read_buf: Bytes::new(),
+            read_eof: false,
+            write_buf: BytesMut::new(),
+            write_shut: false,
+            peer_addr,
+            peer_id,
+            target,
+            metrics,
+            _lease: lease,
+        }
+    }
+
+    /// The HBONE peer (the node that dialed the target for us).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The peer's SPIFFE ID, as verified in the TLS handshake.
+    pub fn peer_identity(&self) -> &SpiffeId {
+        &self.peer_id
+    }
+
+    /// The target this stream is connected to.
+    pub fn target(&self) -> &Authority {
+        &self.target
+    }
+}
+
+impl Drop for HboneStream {
+    fn drop(&mut self) {
+        self.metrics.stream_closed();
+        tracing::trace!(peer = %self.peer_addr, target = %self.target, "hbone stream closed");
+    }
+}
+
+pub(crate) fn h2_to_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e
+            .into_io()
+            .unwrap_or_else(|| io::Error::other("h2 I/O error"));
+    }
+    let kind = if e.is_reset() || e.is_go_away() {
+        io::ErrorKind::ConnectionReset
+    } else {
+        io::ErrorKind::Other
+    };
+    io::Error::new(kind, e)
+}
+
+impl AsyncRead for HboneStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !this.read_buf.is_empty() {
+                let n = this.read_buf.len().min(buf.remaining());
+                buf.put_slice(&this.read_buf[..n]);
+                this.read_buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.read_eof {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(this.recv.poll_data(cx)) {
+                None => this.read_eof = true,
+                Some(Ok(data)) => {
+                    // Released on receipt: we hold at most this one chunk outside the window,
+                    // and the peer can keep the pipe full while the application copies it.
+                    let n = data.len();
+                    this.recv
+                        .flow_control()
+                        .release_capacity(n)
+                        .map_err(h2_to_io)?;
+                    this.metrics.bytes_in(n);
+                    this.read_buf = data;
+                }
+                Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
+            }
+        }
+    }
+}
+
+/// Wait until h2 has send capacity for this stream; `want` is how much we would like.
+pub(crate) fn poll_send_capacity(
+    send: &mut SendStream<Bytes>,
+    want: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if send.capacity() < want {
+        send.reserve_capacity(want);
+    }
+    loop {
+        let cap = send.capacity();
+        if cap > 0 {
+            return Poll::Ready(Ok(cap));
+        }
+        match ready!(send.poll_capacity(cx)) {
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Poll::Ready(Err(h2_to_io(e))),
+            None => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the HBONE stream is closed for sending",
+                )));
+            }
+        }
+    }
+}
+
+/// Send all of `data` on `send`, waiting for flow-control capacity as needed.
+pub(crate) async fn send_all(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    metrics: &Metrics,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        let cap = std::future::poll_fn(|cx| poll_send_capacity(send, data.len(), cx)).await?;
+        let chunk = data.split_to(cap.min(data.len()));
+        let n = chunk.len();
+        send.send_data(chunk, false).map_err(h2_to_io)?;
+        metrics.bytes_out(n);
+    }
+    Ok(())
+}
+
+impl AsyncWrite for HboneStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.write_shut {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "write after shutdown",
+            )));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let want = buf.len().min(MAX_WRITE_CHUNK);
+        let cap = ready!(poll_send_capacity(&mut this.send, want, cx))?;
+        let n = cap.min(want);
+        if this.write_buf.capacity() < n {
+            this.write_buf.reserve(n.max(WRITE_BLOCK));
+        }
+        this.write_buf.extend_from_slice(&buf[..n]);
+        let chunk = this.write_buf.split().freeze();
+        this.send.send_data(chunk, false).map_err(h2_to_io)?;
+        this.metrics.bytes_out(n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2 owns the queue; the connection task writes it out as soon as it can.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.write_shut {
+            this.write_shut = true;
+            this.send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Copy one received h2 body into `w`, releasing flow-control capacity as each chunk is
+/// written; shuts `w` down for writing at END_STREAM.
+pub(crate) async fn copy_h2_to<W: tokio::io::AsyncWrite + Unpin>(
+    recv: &mut RecvStream,
+    w: &mut W,
+    metrics: &Metrics,
+) -> io::Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let mut total = 0u64;
+    while let Some(chunk) = recv.data().await {
+        let chunk = chunk.map_err(h2_to_io)?;
+        let n = chunk.len();
+        w.write_all(&chunk).await?;
+        recv.flow_control().release_capacity(n).map_err(h2_to_io)?;
+        metrics.bytes_in(n);
+        total += n as u64;
+    }
+    w.shutdown().await?;
+    Ok(total)
+}
+
+/// Buffer sizing for a copy from a socket: start small (RPC-sized), double whenever a read
+/// fills the buffer, up to [`MAX_READ_BUF`].
+pub(crate) const MIN_READ_BUF: usize = 16 * 1024;
+/// The largest read buffer a copy grows to.
+pub(crate) const MAX_READ_BUF: usize = 256 * 1024;
+
+/// Copy `r` into the h2 stream until EOF, then send END_STREAM. Stops with an error when the
+/// peer resets the stream, even while `r` is idle.
+pub(crate) async fn copy_to_h2<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    send: &mut SendStream<Bytes>,
+    metrics: &Metrics,
+) -> io::Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let mut size = MIN_READ_BUF;
+    let mut buf = BytesMut::with_capacity(size);
+    let mut total = 0u64;
+    loop {
+        if buf.capacity() < size {
+            buf.reserve(size);
+        }
+        let n = tokio::select! {
+            n = r.read_buf(&mut buf) => n?,
+            reason = std::future::poll_fn(|cx| send.poll_reset(cx)) => {
+                let msg = match reason {
+                    Ok(r) => format!("the peer reset the stream ({r})"),
+                    Err(e) => format!("the HBONE stream failed: {e}"),
+                };
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, msg));
+            }
+        };
+        if n == 0 {
+            send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
+            return Ok(total);
+        }
+        if n >= size && size < MAX_READ_BUF {
+            size *= 2;
+        }
+        total += n as u64;
+        let data = buf.split().freeze();
+        send_all(send, data, metrics).await?;
+    }
+}
