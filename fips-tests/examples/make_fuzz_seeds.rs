@@ -1,0 +1,126 @@
+//! Writes the fuzz targets' committed seed corpus (`fuzz/corpus/<target>/seed-*`):
+//! `cargo run -p fipstun-fips-tests --example make_fuzz_seeds` from the repo root.
+//! Seeds are real, valid inputs (and a few near misses) made with a fresh CA and our FIPS
+//! configs; it lives here, not in fuzz/, so it builds without the fuzzer's instrumentation.
+#![allow(missing_docs)]
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fipstun_identity::bundle::{BundleSet, TrustStore};
+use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
+use fipstun_identity::keys::{KeyAlgorithm, PrivateKey, csr_for};
+use fipstun_identity::policy::CryptoPolicy;
+use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+use fipstun_identity::tls::{Authorizer, SvidSlot, client_config, server_config};
+
+struct Seeds {
+    ca: SvidIssuer,
+    caller: SpiffeId,
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn seeds_pki() -> Seeds {
+    let td = TrustDomain::new("fuzz.test").unwrap();
+    let ca = SvidIssuer::generate_root(
+        td.clone(),
+        KeyAlgorithm::EcdsaP256,
+        Duration::from_secs(86400),
+        IssuerConfig::default(),
+    )
+    .unwrap();
+    let policy = CryptoPolicy::default();
+    let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
+    let mut slots = ["spiffe://fuzz.test/client", "spiffe://fuzz.test/server"].map(|name| {
+        let slot = Arc::new(SvidSlot::new());
+        let svid = ca
+            .issue(
+                &SpiffeId::parse(name).unwrap(),
+                KeyAlgorithm::EcdsaP256,
+                None,
+            )
+            .unwrap();
+        slot.set(&svid, &policy).unwrap();
+        Some(slot)
+    });
+    let anyone = || Authorizer::trust_domains([td.clone()]);
+    let client = client_config(&policy, trust.clone(), anyone(), slots[0].take().unwrap());
+    let server = server_config(&policy, trust, anyone(), slots[1].take().unwrap());
+    Seeds {
+        caller: SpiffeId::parse("spiffe://fuzz.test/caller").unwrap(),
+        ca,
+        client: Arc::new(client.unwrap()),
+        server: Arc::new(server.unwrap()),
+    }
+}
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+}
+
+fn main() {
+    let f = seeds_pki();
+    for (i, s) in [
+        "spiffe://example.org/ns/default/sa/web",
+        "spiffe://example.org",
+        "SPIFFE://td/a/.../b",
+        "spiffe://example.org/a//b",
+        "spiffe://ex:80/a",
+        "spiffe://example.org/a?x#y",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write("spiffe_id", &i.to_string(), s.as_bytes());
+    }
+    for (i, s) in ["example.org", "spiffe://td", "a.b-c_d", "UPPER"]
+        .iter()
+        .enumerate()
+    {
+        write("trust_domain", &i.to_string(), s.as_bytes());
+    }
+
+    let id = SpiffeId::parse("spiffe://fuzz.test/seed").unwrap();
+    let svid = f.ca.issue(&id, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let mut leaf = vec![255u8];
+    leaf.extend_from_slice(&svid.chain()[0]);
+    write("svid_der", "leaf", &leaf);
+    let mut with_root = vec![128u8];
+    with_root.extend_from_slice(&svid.chain()[0]);
+    with_root.extend_from_slice(&f.ca.bundle().roots()[0]);
+    write("svid_der", "leaf-root", &with_root);
+
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    write("csr_sign", "caller", &csr_for(&f.caller, &key).unwrap());
+    write("csr_sign", "other", &csr_for(&id, &key).unwrap());
+    let p384 = PrivateKey::generate(KeyAlgorithm::EcdsaP384).unwrap();
+    write("csr_sign", "p384", &csr_for(&f.caller, &p384).unwrap());
+
+    // A real ClientHello from our client, and our server's real answer to it.
+    let mut client =
+        rustls::ClientConnection::new(f.client.clone(), "fuzz.test".try_into().unwrap()).unwrap();
+    let mut hello = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut hello).unwrap();
+    }
+    write("tls_server", "client-hello", &hello);
+    let mut server = rustls::ServerConnection::new(f.server.clone()).unwrap();
+    server.read_tls(&mut &hello[..]).unwrap();
+    server.process_new_packets().unwrap();
+    let mut answer = Vec::new();
+    while server.wants_write() {
+        server.write_tls(&mut answer).unwrap();
+    }
+    write("tls_client", "server-flight", &answer);
+
+    write("pem_bundle", "root", f.ca.bundle().to_pem().as_bytes());
+    write("private_key", "pem", key.to_pem().as_bytes());
+    write("private_key", "pem-p384", p384.to_pem().as_bytes());
+}
