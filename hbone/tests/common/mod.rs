@@ -1,0 +1,176 @@
+//! Shared set-up for the HBONE integration tests: an embedded CA, identities, servers and
+//! upstream services, all on 127.0.0.1.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+use fipstun_hbone::{ClientConfig, Handler, HboneClient, HboneServer, ServerConfig, TlsIdentity};
+use fipstun_identity::bundle::{BundleSet, TrustStore};
+use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
+use fipstun_identity::keys::KeyAlgorithm;
+use fipstun_identity::policy::CryptoPolicy;
+use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+use fipstun_identity::svid::Svid;
+use fipstun_identity::tls::{Authorizer, SvidSlot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub const SERVER_ID: &str = "spiffe://example.org/ns/istio-system/sa/ztunnel";
+pub const CLIENT_ID: &str = "spiffe://example.org/ns/prod/sa/web";
+
+pub struct Pki {
+    pub td: TrustDomain,
+    pub ca: SvidIssuer,
+    pub trust: TrustStore,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let td = TrustDomain::new("example.org").unwrap();
+        let ca = SvidIssuer::generate_root(
+            td.clone(),
+            KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(24 * 3600),
+            IssuerConfig::default(),
+        )
+        .unwrap();
+        let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
+        Self { td, ca, trust }
+    }
+
+    pub fn svid(&self, id: &SpiffeId) -> Svid {
+        self.ca.issue(id, KeyAlgorithm::EcdsaP256, None).unwrap()
+    }
+
+    pub fn identity(&self, id: &SpiffeId) -> TlsIdentity {
+        let slot = Arc::new(SvidSlot::new());
+        slot.set(&self.svid(id), &CryptoPolicy::default()).unwrap();
+        TlsIdentity::new(CryptoPolicy::default(), self.trust.clone(), slot)
+    }
+
+    pub fn client(&self, config: ClientConfig) -> HboneClient {
+        HboneClient::new(self.identity(&client_id()), config).unwrap()
+    }
+}
+
+pub fn server_id() -> SpiffeId {
+    SpiffeId::parse(SERVER_ID).unwrap()
+}
+
+pub fn client_id() -> SpiffeId {
+    SpiffeId::parse(CLIENT_ID).unwrap()
+}
+
+pub struct RunningServer {
+    pub server: HboneServer,
+    pub addr: SocketAddr,
+    pub task: JoinHandle<()>,
+}
+
+/// An HBONE server for `SERVER_ID` admitting any client of the trust domain at the TLS layer.
+pub async fn start_server(pki: &Pki, config: ServerConfig, handler: impl Handler) -> RunningServer {
+    let server = HboneServer::from_identity(
+        &pki.identity(&server_id()),
+        Authorizer::trust_domains([pki.td.clone()]),
+        config,
+        handler,
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn({
+        let server = server.clone();
+        async move {
+            server.serve(listener).await.unwrap();
+        }
+    });
+    RunningServer { server, addr, task }
+}
+
+/// An upstream that echoes every connection until EOF, then closes its side. Counts accepts.
+pub async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// Deterministic test data: `len` bytes, different in every 8-byte word.
+pub fn fill(buf: &mut [u8], offset: u64) {
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let v = (offset / 8 + i as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// Write `total` bytes of [`fill`] data to `w`, returning their SHA-256.
+pub async fn send_pattern<W: AsyncWriteExt + Unpin>(w: &mut W, total: u64) -> Vec<u8> {
+    const CHUNK: usize = 256 * 1024;
+    let mut buf = vec![0u8; CHUNK];
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut sent = 0u64;
+    while sent < total {
+        let n = CHUNK.min((total - sent) as usize);
+        fill(&mut buf[..n], sent);
+        ctx.update(&buf[..n]);
+        w.write_all(&buf[..n]).await.unwrap();
+        sent += n as u64;
+    }
+    ctx.finish().as_ref().to_vec()
+}
+
+/// Read `r` to EOF, returning (bytes, SHA-256).
+pub async fn hash_to_eof<R: AsyncReadExt + Unpin>(r: &mut R) -> (u64, Vec<u8>) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+        total += n as u64;
+    }
+    (total, ctx.finish().as_ref().to_vec())
+}
+
+pub async fn echo_once(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin), msg: &[u8]) {
+    stream.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    stream.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, msg);
+}
+
+pub async fn tcp(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap()
+}
