@@ -1,0 +1,91 @@
+//! Our client node <-> our server node over 127.0.0.1 UDP passes the shared conformance suite,
+//! with the server side running the generic `forward()` that dials the targets.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fipstun_identity::spiffe::SpiffeId;
+use fipstun_transport::conformance::{self, Upstreams};
+use fipstun_transport::{PeerIdentity, Target, Transport, TunnelListener};
+use fipstun_wireguard::{WgConfig, WgNode, WgPeer, WgPrivateKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn pair(forwarding: bool) -> (WgNode, WgNode) {
+    let (server_key, client_key) = (WgPrivateKey::generate(), WgPrivateKey::generate());
+    let any = "127.0.0.1:0".parse().unwrap();
+    let server = WgNode::bind(
+        WgConfig::new(server_key.clone(), any, "10.99.9.1".parse().unwrap())
+            .accepting_inbound()
+            .with_peer(
+                WgPeer::new(client_key.public_key())
+                    .with_allowed_ip("10.99.9.2/32".parse().unwrap())
+                    .with_spiffe(SpiffeId::parse("spiffe://wg.test/client").unwrap()),
+            ),
+    )
+    .await
+    .unwrap();
+    if forwarding {
+        tokio::spawn(fipstun_transport::forward(server.listener()));
+    }
+    let client = WgNode::bind(
+        WgConfig::new(client_key, any, "10.99.9.2".parse().unwrap()).with_peer(
+            WgPeer::new(server_key.public_key())
+                .with_endpoint(server.local_addr())
+                .with_allowed_ip("0.0.0.0/0".parse().unwrap()),
+        ),
+    )
+    .await
+    .unwrap();
+    (client, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wireguard_passes_the_conformance_suite() {
+    let u = Upstreams::start().await.unwrap();
+    let (client, server) = pair(true).await;
+    let started = Instant::now();
+    let client = Arc::new(client);
+    let r = conformance::run_all(client.clone(), &u).await;
+    eprintln!(
+        "run_all took {:?}; client {:?}; server {:?}; client buffers {:?}",
+        started.elapsed(),
+        client.stats(),
+        server.stats(),
+        client.socket_buffers()
+    );
+    r.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_reports_peer_key_spiffe_and_target() {
+    let (client, server) = pair(false).await;
+    let listener = server.listener();
+    // Any destination is accepted: this address exists nowhere but in the tunnel.
+    let target = Target::new("192.0.2.7:4242".parse().unwrap());
+    let client_key = client.public_key();
+    let accept = tokio::spawn(async move {
+        let mut inbound = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        inbound.stream.read_to_end(&mut got).await.unwrap();
+        inbound.stream.write_all(b"bye").await.unwrap();
+        inbound.stream.shutdown().await.unwrap();
+        (inbound.peer, inbound.target, got)
+    });
+    let mut s = client.connect(&target).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"bye");
+    let (peer, got_target, got) = accept.await.unwrap();
+    assert_eq!(got, b"hello");
+    assert_eq!(got_target, target);
+    assert_eq!(
+        peer,
+        PeerIdentity::WireGuard {
+            public_key: client_key.0,
+            spiffe: Some(SpiffeId::parse("spiffe://wg.test/client").unwrap()),
+        }
+    );
+    assert!(client.stats().sessions_established >= 1);
+}
