@@ -265,6 +265,17 @@ impl HboneClient {
                     }
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => {
+                        // In TLS 1.3 the server checks our certificate after our side of the
+                        // handshake finished: its refusal arrives as the first read.
+                        if let Some(kind) = refused_handshake(&e) {
+                            inner.pool.evict(&key, lease.slot().id());
+                            inner.metrics.handshake_failed(kind);
+                            return Err(Error::Dial(DialError {
+                                peer,
+                                kind,
+                                message: format!("the peer refused the handshake: {e}"),
+                            }));
+                        }
                         let conn_level = e.is_go_away() || e.is_io();
                         if conn_level {
                             inner.pool.evict(&key, lease.slot().id());
@@ -508,6 +519,21 @@ async fn drive(
             }
             next_ping = Instant::now() + cfg.keepalive_interval;
         }
+    }
+}
+
+/// A TLS alert about certificates received on an established-looking connection.
+fn refused_handshake(e: &h2::Error) -> Option<HandshakeFailure> {
+    let io = e.get_io()?;
+    // h2 keeps only the kind and text of an I/O error (it must be Clone), so the rustls error
+    // inside is gone by now; its text still names the alert.
+    let kind = match classify_tls_error(io) {
+        HandshakeFailure::Tls => crate::classify_tls_alert_text(&io.to_string())?,
+        k => k,
+    };
+    match kind {
+        k @ (HandshakeFailure::Certificate | HandshakeFailure::Alpn) => Some(k),
+        _ => None,
     }
 }
 

@@ -323,8 +323,71 @@ fn classify_tls_error(e: &io::Error) -> metrics::HandshakeFailure {
     }
 }
 
+/// [`classify_tls_error`] for an error that kept only rustls' text
+/// (`received fatal alert: UnknownCA`).
+fn classify_tls_alert_text(text: &str) -> Option<metrics::HandshakeFailure> {
+    let alert = text.split("received fatal alert: ").nth(1)?;
+    let alert = alert.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
+    Some(match alert {
+        "BadCertificate"
+        | "UnsupportedCertificate"
+        | "CertificateRevoked"
+        | "CertificateExpired"
+        | "CertificateUnknown"
+        | "UnknownCA"
+        | "AccessDenied"
+        | "CertificateRequired" => metrics::HandshakeFailure::Certificate,
+        "NoApplicationProtocol" => metrics::HandshakeFailure::Alpn,
+        _ => return None,
+    })
+}
+
 impl fmt::Display for HandshakeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics::HandshakeFailure as F;
+
+    #[test]
+    fn tls_failures_are_classified() {
+        let wrap = |e: rustls::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        assert_eq!(
+            classify_tls_error(&wrap(rustls::Error::NoCertificatesPresented)),
+            F::Certificate
+        );
+        assert_eq!(
+            classify_tls_error(&wrap(rustls::Error::AlertReceived(
+                rustls::AlertDescription::UnknownCA
+            ))),
+            F::Certificate
+        );
+        assert_eq!(
+            classify_tls_error(&wrap(rustls::Error::NoApplicationProtocol)),
+            F::Alpn
+        );
+        assert_eq!(
+            classify_tls_error(&wrap(rustls::Error::HandshakeNotComplete)),
+            F::Tls
+        );
+        assert_eq!(classify_tls_error(&io::Error::other("reset")), F::Tls);
+        let text = wrap(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRequired,
+        ))
+        .to_string();
+        assert_eq!(classify_tls_alert_text(&text), Some(F::Certificate));
+        assert_eq!(
+            classify_tls_alert_text("received fatal alert: NoApplicationProtocol"),
+            Some(F::Alpn)
+        );
+        assert_eq!(
+            classify_tls_alert_text("received fatal alert: DecodeError"),
+            None
+        );
+        assert_eq!(classify_tls_alert_text("connection reset"), None);
     }
 }
