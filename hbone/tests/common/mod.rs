@@ -174,3 +174,75 @@ pub async fn echo_once(stream: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin),
 pub async fn tcp(addr: SocketAddr) -> TcpStream {
     TcpStream::connect(addr).await.unwrap()
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyState {
+    Forward,
+    /// Stop forwarding but keep the sockets open (a hung peer).
+    Freeze,
+    /// Drop every socket (a dead peer).
+    Kill,
+}
+
+/// A TCP relay on 127.0.0.1 in front of `to`, to simulate hung or dead peers.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: tokio::sync::watch::Sender<ProxyState>,
+}
+
+impl Proxy {
+    pub async fn start(to: SocketAddr) -> Self {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (state, _) = tokio::sync::watch::channel(ProxyState::Forward);
+        let st = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut rx = st.subscribe();
+                let accepted = tokio::select! {
+                    a = l.accept() => a,
+                    _ = rx.wait_for(|s| *s == ProxyState::Kill) => return,
+                };
+                let Ok((a, _)) = accepted else { return };
+                let Ok(b) = TcpStream::connect(to).await else {
+                    continue;
+                };
+                let (ar, aw) = a.into_split();
+                let (br, bw) = b.into_split();
+                tokio::spawn(relay(ar, bw, st.subscribe()));
+                tokio::spawn(relay(br, aw, st.subscribe()));
+            }
+        });
+        Self { addr, state }
+    }
+
+    pub fn set(&self, s: ProxyState) {
+        self.state.send_replace(s);
+    }
+}
+
+async fn relay(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    mut state: tokio::sync::watch::Receiver<ProxyState>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let st = *state.borrow_and_update();
+        match st {
+            ProxyState::Kill => return,
+            ProxyState::Freeze => {
+                let _ = state.wait_for(|s| *s == ProxyState::Kill).await;
+                return;
+            }
+            ProxyState::Forward => {}
+        }
+        tokio::select! {
+            n = r.read(&mut buf) => match n {
+                Ok(0) | Err(_) => { let _ = w.shutdown().await; return; }
+                Ok(n) => if w.write_all(&buf[..n]).await.is_err() { return },
+            },
+            _ = state.changed() => {}
+        }
+    }
+}
