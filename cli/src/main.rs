@@ -1,8 +1,10 @@
 //! The `fipstun` binary.
 //!
-//! `fipstun status` prints the FIPS module status: which module is linked, whether it is in FIPS
-//! mode, its self-test results, and what the crypto policy negotiates. `--json` prints the same
-//! for machines. The exit status is non-zero when FIPS mode is not active.
+//! - `fipstun status` prints the FIPS module status: which module is linked, whether it is in
+//!   FIPS mode, its self-test results, and what the crypto policy negotiates (`--json` for
+//!   machines). The exit status is non-zero when FIPS mode is not active.
+//! - `fipstun ca init` creates a root CA for a trust domain; `fipstun ca issue` issues an
+//!   X.509-SVID from it, as PEM files.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)] // a CLI prints its answers
 
@@ -10,6 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fipstun_identity::policy::fips_status;
+
+mod ca;
 
 /// fipstun: FIPS mTLS/HBONE and WireGuard tunnels behind one trait, measured head to head.
 #[derive(Parser, Debug)]
@@ -27,6 +31,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The embedded CA: create one, issue SVIDs from it.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +59,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Ca(cmd) => match ca::run(cmd) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fipstun ca: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -224,6 +224,13 @@ impl SvidIssuer {
         if !parsed_ca.is_ca() {
             return Err(Error::Pem("the signing certificate is not a CA".into()));
         }
+        if let Some(named) = named_trust_domain(&parsed_ca) {
+            if named != trust_domain {
+                return Err(Error::Pem(format!(
+                    "the CA certificate is for trust domain {named}, not {trust_domain}"
+                )));
+            }
+        }
         let ca_not_after = parsed_ca.validity().not_after.timestamp();
         let key = PrivateKey::from_pem(key_pem)?;
         let pair = key.rcgen_key_pair()?;
@@ -242,6 +249,19 @@ impl SvidIssuer {
             config,
             rng: SystemRandom::new(),
         })
+    }
+
+    /// The trust domain a CA chain (PEM, signing certificate first) names in its URI SAN
+    /// (`spiffe://<td>`), as [`SvidIssuer::generate_root`] writes it. `None` if the signing
+    /// certificate names none; external CAs often do not, and then the caller must know.
+    pub fn trust_domain_of_pem(chain_pem: &str) -> Result<Option<TrustDomain>, Error> {
+        let first = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+            .next()
+            .ok_or_else(|| Error::Pem("no CERTIFICATE block in the CA chain".into()))?
+            .map_err(|e| Error::Pem(format!("CA certificates: {e}")))?;
+        let (_, cert) = X509Certificate::from_der(&first)
+            .map_err(|e| Error::Pem(format!("CA certificate does not parse: {e}")))?;
+        Ok(named_trust_domain(&cert))
     }
 
     /// The trust domain this CA issues for.
@@ -372,6 +392,15 @@ impl SvidIssuer {
         let chain = self.sign_csr_at(&csr, id, ttl, now)?;
         Ok(Svid::new(chain, key)?)
     }
+}
+
+/// The trust domain a CA certificate names as `spiffe://<td>` URI SAN, if any.
+fn named_trust_domain(cert: &X509Certificate<'_>) -> Option<TrustDomain> {
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::URI(u) => TrustDomain::new(u).ok(),
+        _ => None,
+    })
 }
 
 fn random_serial(rng: &SystemRandom) -> Result<SerialNumber, Error> {

@@ -711,3 +711,24 @@ fn slot_swaps_atomically_and_reports_expiry() {
     slot.clear();
     assert!(slot.current().is_none());
 }
+
+#[test]
+fn a_ca_cannot_be_loaded_for_another_trust_domain() {
+    let ca = root("example.org");
+    let pem = ca.ca_chain_pem();
+    assert_eq!(
+        SvidIssuer::trust_domain_of_pem(&pem).unwrap(),
+        Some(td("example.org"))
+    );
+    let err = SvidIssuer::from_pem(
+        td("other.org"),
+        &pem,
+        &ca.ca_key_pem(),
+        IssuerConfig::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::Pem(m) if m.contains("is for trust domain example.org")),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,252 @@
+//! `fipstun ca init | issue`: the embedded CA to and from PEM files.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
+use fipstun_identity::keys::KeyAlgorithm;
+use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+
+/// File names inside a CA directory.
+pub(crate) const CA_CHAIN: &str = "ca.pem";
+pub(crate) const CA_KEY: &str = "ca-key.pem";
+pub(crate) const BUNDLE: &str = "bundle.pem";
+/// File names inside an SVID directory.
+pub(crate) const SVID_CHAIN: &str = "svid.pem";
+pub(crate) const SVID_KEY: &str = "svid-key.pem";
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum CaCommand {
+    /// Create a self-signed root CA for a trust domain.
+    Init(InitArgs),
+    /// Issue an X.509-SVID for a SPIFFE ID from a CA directory.
+    Issue(IssueArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Alg {
+    /// ECDSA P-256 (default).
+    P256,
+    /// ECDSA P-384.
+    P384,
+}
+
+impl From<Alg> for KeyAlgorithm {
+    fn from(a: Alg) -> Self {
+        match a {
+            Alg::P256 => KeyAlgorithm::EcdsaP256,
+            Alg::P384 => KeyAlgorithm::EcdsaP384,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct InitArgs {
+    /// The trust domain, e.g. `example.org`.
+    #[arg(long)]
+    trust_domain: String,
+    /// Directory to write ca.pem, ca-key.pem (mode 0600) and bundle.pem into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Key algorithm of the CA.
+    #[arg(long, value_enum, default_value = "p256")]
+    key_algorithm: Alg,
+    /// How long the root is valid, e.g. `365d`.
+    #[arg(long, default_value = "365d", value_parser = parse_duration)]
+    validity: Duration,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct IssueArgs {
+    /// The CA directory written by `fipstun ca init` (or holding ca.pem + ca-key.pem).
+    #[arg(long)]
+    ca: PathBuf,
+    /// The SPIFFE ID to issue for (the CA signs only IDs in its trust domain).
+    #[arg(long)]
+    id: String,
+    /// Directory to write svid.pem, svid-key.pem (mode 0600) and bundle.pem into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Requested lifetime, e.g. `1h`; clamped to 1 min .. 24 h.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Key algorithm of the SVID.
+    #[arg(long, value_enum, default_value = "p256")]
+    key_algorithm: Alg,
+    /// The CA's trust domain, for an external CA whose certificate does not name one.
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+/// `90s`, `15m`, `1h`, `365d`, or plain seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 365d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (use s, m, h or d)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+pub(crate) fn run(cmd: CaCommand) -> Result<String, String> {
+    match cmd {
+        CaCommand::Init(a) => init(a),
+        CaCommand::Issue(a) => issue(a),
+    }
+}
+
+fn init(a: InitArgs) -> Result<String, String> {
+    let td = TrustDomain::new(&a.trust_domain).map_err(|e| e.to_string())?;
+    let ca = SvidIssuer::generate_root(
+        td.clone(),
+        a.key_algorithm.into(),
+        a.validity,
+        IssuerConfig::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    write_file(
+        &a.out.join(CA_CHAIN),
+        ca.ca_chain_pem().as_bytes(),
+        false,
+        a.force,
+    )?;
+    write_file(
+        &a.out.join(CA_KEY),
+        ca.ca_key_pem().as_bytes(),
+        true,
+        a.force,
+    )?;
+    write_file(
+        &a.out.join(BUNDLE),
+        ca.bundle().to_pem().as_bytes(),
+        false,
+        a.force,
+    )?;
+    Ok(format!(
+        "created a root CA for trust domain {td} in {}",
+        a.out.display()
+    ))
+}
+
+/// Load the CA in `dir` (ca.pem + ca-key.pem). Its trust domain is the one its certificate
+/// names; `fallback` is used for external CAs whose certificate names none.
+pub(crate) fn load_ca(dir: &Path, fallback: Option<TrustDomain>) -> Result<SvidIssuer, String> {
+    let read = |name: &str| {
+        fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
+    };
+    let chain = read(CA_CHAIN)?;
+    let key = zeroize::Zeroizing::new(read(CA_KEY)?);
+    let td = match SvidIssuer::trust_domain_of_pem(&chain).map_err(|e| e.to_string())? {
+        Some(td) => td,
+        None => fallback.ok_or_else(|| {
+            format!(
+                "{} names no trust domain (no spiffe:// URI SAN); pass --trust-domain",
+                dir.join(CA_CHAIN).display()
+            )
+        })?,
+    };
+    SvidIssuer::from_pem(td, &chain, &key, IssuerConfig::default()).map_err(|e| e.to_string())
+}
+
+fn issue(a: IssueArgs) -> Result<String, String> {
+    let id = SpiffeId::parse(&a.id).map_err(|e| e.to_string())?;
+    let fallback = a
+        .trust_domain
+        .as_deref()
+        .map(TrustDomain::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let ca = load_ca(&a.ca, fallback)?;
+    let svid = ca
+        .issue(&id, a.key_algorithm.into(), Some(a.ttl))
+        .map_err(|e| e.to_string())?;
+    fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
+    write_file(
+        &a.out.join(SVID_CHAIN),
+        svid.chain_pem().as_bytes(),
+        false,
+        a.force,
+    )?;
+    write_file(
+        &a.out.join(SVID_KEY),
+        svid.key().to_pem().as_bytes(),
+        true,
+        a.force,
+    )?;
+    write_file(
+        &a.out.join(BUNDLE),
+        ca.bundle().to_pem().as_bytes(),
+        false,
+        a.force,
+    )?;
+    let secs = svid
+        .not_after()
+        .duration_since(std::time::SystemTime::now())
+        .map_or(0, |d| d.as_secs());
+    Ok(format!(
+        "issued an SVID for {id} valid for {secs} s in {}",
+        a.out.display()
+    ))
+}
+
+fn write_file(path: &Path, bytes: &[u8], secret: bool, force: bool) -> Result<(), String> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    if secret {
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            format!("{} exists (use --force to overwrite)", path.display())
+        } else {
+            format!("{}: {e}", path.display())
+        }
+    })?;
+    f.write_all(bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("365d"), Ok(Duration::from_secs(365 * 86400)));
+        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+}
