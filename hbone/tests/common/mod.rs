@@ -2,6 +2,8 @@
 //! upstream services, all on 127.0.0.1.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod json;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
