@@ -224,12 +224,12 @@ impl SvidIssuer {
         if !parsed_ca.is_ca() {
             return Err(Error::Pem("the signing certificate is not a CA".into()));
         }
-        if let Some(named) = named_trust_domain(&parsed_ca) {
-            if named != trust_domain {
-                return Err(Error::Pem(format!(
-                    "the CA certificate is for trust domain {named}, not {trust_domain}"
-                )));
-            }
+        if let Some(named) = named_trust_domain(&parsed_ca)
+            && named != trust_domain
+        {
+            return Err(Error::Pem(format!(
+                "the CA certificate is for trust domain {named}, not {trust_domain}"
+            )));
         }
         let ca_not_after = parsed_ca.validity().not_after.timestamp();
         let key = PrivateKey::from_pem(key_pem)?;
