@@ -193,6 +193,9 @@ impl Core {
         let tx = tcp::SocketBuffer::new(vec![0u8; self.tcp_buffer_bytes]);
         let mut s = tcp::Socket::new(rx, tx);
         s.set_nagle_enabled(false);
+        // Without congestion control smoltcp answers every loss with a full window burst; a
+        // slow peer (wireguard-go drops at its socket buffer) then never catches up.
+        s.set_congestion_control(tcp::CongestionControl::Cubic);
         s
     }
 

@@ -11,6 +11,8 @@ use tokio::net::UdpSocket;
 
 /// One receive buffer holds a GRO train of up to 64 KiB.
 const RX_BUF_BYTES: usize = 64 * 1024;
+/// The largest GSO train: the sum of the segments must fit one UDP length field.
+const MAX_GSO_BYTES: usize = 65_000;
 
 /// What the kernel granted for the UDP socket's buffers (Linux reports twice what was asked,
 /// as it counts its own overhead).
@@ -133,6 +135,8 @@ impl UdpIo {
         while i < items.len() {
             let dst = items[i].0;
             let seg = items[i].1.len();
+            // A GSO send is one UDP datagram to the kernel: at most 64 KiB in all.
+            let max_seg = max_seg.min(MAX_GSO_BYTES / seg.max(1)).max(1);
             let mut j = i + 1;
             while j < items.len() && j - i < max_seg && items[j].0 == dst {
                 let len = items[j].1.len();
