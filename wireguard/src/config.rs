@@ -348,7 +348,7 @@ impl AllowedIps {
             .enumerate()
             .flat_map(|(i, p)| p.allowed_ips.iter().map(move |a| (*a, i)))
             .collect();
-        entries.sort_by(|a, b| b.0.len.cmp(&a.0.len));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0.len));
         Self { entries }
     }
 
@@ -380,7 +380,7 @@ mod tests {
         );
         assert!(!format!("{private:?}").contains("dwdt"));
         assert!(matches!(
-            "abc".parse::<WgPublicKey>(),
+            "YWJj".parse::<WgPublicKey>(),
             Err(WgError::BadKey {
                 reason: "not 32 bytes",
                 ..

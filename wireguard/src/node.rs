@@ -452,12 +452,11 @@ impl Core {
             let s = self.sockets.get::<tcp::Socket<'static>>(*h);
             let state = s.state();
             match (&c.kind, c.dropped) {
-                (_, Some(at)) => {
+                (_, Some(at))
                     if matches!(state, tcp::State::Closed | tcp::State::TimeWait)
-                        || now.duration_since(at) > LINGER
-                    {
-                        remove.push(*h);
-                    }
+                        || now.duration_since(at) > LINGER =>
+                {
+                    remove.push(*h);
                 }
                 (ConnKind::Inbound { reported: false }, None) => match state {
                     tcp::State::Listen if now.duration_since(c.created) > IDLE_LISTENER => {

@@ -30,7 +30,9 @@ impl Lab {
     fn kill_children(&mut self) {
         for c in &mut self.children {
             if let Some(pid) = c.id() {
-                let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg(pid.to_string())
+                    .status();
             }
             let _ = c.start_kill();
         }
@@ -76,7 +78,9 @@ fn ns_run(ns: &str, args: &[&str]) -> Result<(), String> {
 }
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
 }
 
 const PY_SERVER: &str = r#"
@@ -132,7 +136,17 @@ async fn interop_with_wireguard_go_both_directions() {
     let ns = lab.ns.clone();
     let host_cidr = format!("{host_ip}/30");
     let setup = [
-        vec!["ip", "link", "add", &lab.veth_host, "type", "veth", "peer", "name", &veth_ns],
+        vec![
+            "ip",
+            "link",
+            "add",
+            &lab.veth_host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &veth_ns,
+        ],
         vec!["ip", "link", "set", &veth_ns, "netns", &ns],
         vec!["ip", "addr", "add", &host_cidr, "dev", &lab.veth_host],
         vec!["ip", "link", "set", &lab.veth_host, "up"],
@@ -140,7 +154,11 @@ async fn interop_with_wireguard_go_both_directions() {
     for cmd in &setup {
         run(cmd).unwrap();
     }
-    ns_run(&ns, &["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &veth_ns]).unwrap();
+    ns_run(
+        &ns,
+        &["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &veth_ns],
+    )
+    .unwrap();
     ns_run(&ns, &["ip", "link", "set", &veth_ns, "up"]).unwrap();
     ns_run(&ns, &["ip", "link", "set", "lo", "up"]).unwrap();
 
@@ -155,7 +173,10 @@ async fn interop_with_wireguard_go_both_directions() {
     lab.children.push(wg_go);
     let deadline = Instant::now() + Duration::from_secs(10);
     while ns_run(&ns, &["ip", "link", "show", wg_if]).is_err() {
-        assert!(Instant::now() < deadline, "wireguard-go did not create {wg_if}");
+        assert!(
+            Instant::now() < deadline,
+            "wireguard-go did not create {wg_if}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -165,22 +186,44 @@ async fn interop_with_wireguard_go_both_directions() {
         WgPresharedKey::generate(),
     );
     let dir = std::env::temp_dir();
-    let (go_key_file, psk_file) = (dir.join(format!("fwg{pid}.key")), dir.join(format!("fwg{pid}.psk")));
+    let (go_key_file, psk_file) = (
+        dir.join(format!("fwg{pid}.key")),
+        dir.join(format!("fwg{pid}.psk")),
+    );
     std::fs::write(&go_key_file, go_key.to_base64().as_bytes()).unwrap();
     std::fs::write(&psk_file, psk.to_base64().as_bytes()).unwrap();
     lab.files.extend([go_key_file.clone(), psk_file.clone()]);
     ns_run(
         &ns,
         &[
-            "wg", "set", wg_if, "listen-port", "51820",
-            "private-key", go_key_file.to_str().unwrap(),
-            "peer", &our_key.public_key().to_string(),
-            "preshared-key", psk_file.to_str().unwrap(),
-            "allowed-ips", &format!("{our_tun_ip}/32"),
+            "wg",
+            "set",
+            wg_if,
+            "listen-port",
+            "51820",
+            "private-key",
+            go_key_file.to_str().unwrap(),
+            "peer",
+            &our_key.public_key().to_string(),
+            "preshared-key",
+            psk_file.to_str().unwrap(),
+            "allowed-ips",
+            &format!("{our_tun_ip}/32"),
         ],
     )
     .unwrap();
-    ns_run(&ns, &["ip", "addr", "add", &format!("{wg_go_tun_ip}/24"), "dev", wg_if]).unwrap();
+    ns_run(
+        &ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{wg_go_tun_ip}/24"),
+            "dev",
+            wg_if,
+        ],
+    )
+    .unwrap();
     ns_run(&ns, &["ip", "link", "set", wg_if, "mtu", "1420", "up"]).unwrap();
 
     let go_id = SpiffeId::parse("spiffe://wg.test/wireguard-go").unwrap();
@@ -204,7 +247,16 @@ async fn interop_with_wireguard_go_both_directions() {
 
     // Direction 1: our client -> python server behind wireguard-go.
     let mut server = Command::new("ip")
-        .args(["netns", "exec", &ns, "python3", "-c", PY_SERVER, &wg_go_tun_ip, "5001"])
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "python3",
+            "-c",
+            PY_SERVER,
+            &wg_go_tun_ip,
+            "5001",
+        ])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -212,7 +264,10 @@ async fn interop_with_wireguard_go_both_directions() {
     let mut server_out = BufReader::new(server.stdout.take().unwrap()).lines();
     lab.children.push(server);
     let ready = tokio::time::timeout(STEP, server_out.next_line()).await;
-    assert!(matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"), "python server: {ready:?}");
+    assert!(
+        matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"),
+        "python server: {ready:?}"
+    );
 
     let data = pattern(BULK);
     let want = hex(digest::digest(&digest::SHA256, &data).as_ref());
@@ -238,7 +293,11 @@ async fn interop_with_wireguard_go_both_directions() {
     })
     .unwrap();
     let took_out = started.elapsed();
-    assert_eq!(reply.trim(), format!("{want} {BULK}"), "SHA-256 through wireguard-go differs");
+    assert_eq!(
+        reply.trim(),
+        format!("{want} {BULK}"),
+        "SHA-256 through wireguard-go differs"
+    );
 
     // Direction 2: a python client in the namespace -> a listener served through our node.
     let listener = node.listener();
@@ -248,7 +307,11 @@ async fn interop_with_wireguard_go_both_directions() {
         let mut buf = vec![0u8; 256 * 1024];
         let mut n = 0usize;
         loop {
-            let k = inbound.stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let k = inbound
+                .stream
+                .read(&mut buf)
+                .await
+                .map_err(|e| e.to_string())?;
             if k == 0 {
                 break;
             }
@@ -256,14 +319,25 @@ async fn interop_with_wireguard_go_both_directions() {
             n += k;
         }
         let line = format!("{}\n", hex(ctx.finish().as_ref()));
-        inbound.stream.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
+        inbound
+            .stream
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         inbound.stream.shutdown().await.map_err(|e| e.to_string())?;
         Ok::<_, String>((inbound.peer, inbound.target, n))
     });
     let started = Instant::now();
     let client = Command::new("ip")
         .args([
-            "netns", "exec", &ns, "python3", "-c", PY_CLIENT, &our_tun_ip, "6000",
+            "netns",
+            "exec",
+            &ns,
+            "python3",
+            "-c",
+            PY_CLIENT,
+            &our_tun_ip,
+            "6000",
             &BULK.to_string(),
         ])
         .stdout(Stdio::piped())
@@ -275,11 +349,21 @@ async fn interop_with_wireguard_go_both_directions() {
         .expect("python client timed out")
         .unwrap();
     let took_in = started.elapsed();
-    let (peer, target, n) = tokio::time::timeout(STEP, serve).await.unwrap().unwrap().unwrap();
+    let (peer, target, n) = tokio::time::timeout(STEP, serve)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "python client saw a different SHA-256: {printed}");
+    assert!(
+        out.status.success(),
+        "python client saw a different SHA-256: {printed}"
+    );
     assert_eq!(n, BULK);
-    assert_eq!(target, Target::new(format!("{our_tun_ip}:6000").parse().unwrap()));
+    assert_eq!(
+        target,
+        Target::new(format!("{our_tun_ip}:6000").parse().unwrap())
+    );
     assert_eq!(
         peer,
         PeerIdentity::WireGuard {
