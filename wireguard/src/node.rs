@@ -999,3 +999,45 @@ async fn drive(shared: std::sync::Weak<Shared>, mut udp: UdpIo) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SYN_V4: [u8; 40] = [
+        0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 99, 9, 2, 10, 99, 9, 1, //
+        0x9c, 0x40, 0x1e, 0x61, 0, 0, 3, 0xe8, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn recognises_a_syn_and_only_a_syn() {
+        let (src, dst) = parse_syn(&SYN_V4).unwrap();
+        assert_eq!(src.to_string(), "10.99.9.2:40000");
+        assert_eq!(dst.to_string(), "10.99.9.1:7777");
+        let mut syn_ack = SYN_V4;
+        syn_ack[33] = 0x12;
+        assert_eq!(parse_syn(&syn_ack), None);
+        let mut udp = SYN_V4;
+        udp[9] = 17;
+        assert_eq!(parse_syn(&udp), None);
+        assert_eq!(parse_syn(&SYN_V4[..39]), None);
+        assert_eq!(destination(&SYN_V4), Some("10.99.9.1".parse().unwrap()));
+    }
+
+    proptest! {
+        /// Decrypted packets are authenticated but still come from a peer: never panic on them.
+        #[test]
+        fn packet_classifiers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = parse_syn(&bytes);
+            let _ = destination(&bytes);
+        }
+
+        #[test]
+        fn mutated_syns_never_panic(i in 0usize..40, b in any::<u8>()) {
+            let mut p = SYN_V4;
+            p[i] = b;
+            let _ = parse_syn(&p);
+        }
+    }
+}

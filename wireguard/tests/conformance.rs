@@ -89,3 +89,53 @@ async fn inbound_reports_peer_key_spiffe_and_target() {
     );
     assert!(client.stats().sessions_established >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_inside_the_tunnel() {
+    let (server_key, client_key) = (WgPrivateKey::generate(), WgPrivateKey::generate());
+    let any = "127.0.0.1:0".parse().unwrap();
+    let server = WgNode::bind(
+        WgConfig::new(server_key.clone(), any, "fd99::1".parse().unwrap())
+            .accepting_inbound()
+            .with_peer(
+                WgPeer::new(client_key.public_key())
+                    .with_allowed_ip("fd99::2/128".parse().unwrap()),
+            ),
+    )
+    .await
+    .unwrap();
+    let client = WgNode::bind(
+        WgConfig::new(client_key, any, "fd99::2".parse().unwrap()).with_peer(
+            WgPeer::new(server_key.public_key())
+                .with_endpoint(server.local_addr())
+                .with_allowed_ip("::/0".parse().unwrap()),
+        ),
+    )
+    .await
+    .unwrap();
+    let listener = server.listener();
+    let target = Target::new("[fd99::1]:8080".parse().unwrap());
+    let accept = tokio::spawn(async move {
+        let mut inbound = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        inbound.stream.read_to_end(&mut got).await.unwrap();
+        inbound.stream.write_all(&got).await.unwrap();
+        inbound.stream.shutdown().await.unwrap();
+        inbound.target
+    });
+    let mut s = client.connect(&target).await.unwrap();
+    let msg = vec![0x5a; 100_000];
+    s.write_all(&msg).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, msg);
+    assert_eq!(accept.await.unwrap(), target);
+    // No IPv4 address inside the tunnel: an IPv4 target has no route.
+    assert!(matches!(
+        client
+            .connect(&Target::new("10.0.0.1:80".parse().unwrap()))
+            .await,
+        Err(fipstun_transport::TransportError::NoRoute(_))
+    ));
+}
