@@ -249,3 +249,15 @@ async fn our_client_tunnels_through_a_python_h2_server() {
     let mut extra = [0u8; 1];
     assert_eq!(stream.read(&mut extra).await.unwrap(), 0);
 }
+
+#[test]
+fn json_reader_parses_a_report() {
+    let j =
+        Json::parse(r#"{"a": [1, "x\"y", true, null], "b": {"c": -2.5}, "d": "\u00e9"}"#).unwrap();
+    assert_eq!(j.get("a").as_array().unwrap()[1].as_str(), Some("x\"y"));
+    assert_eq!(j.get("a").as_array().unwrap()[0].as_i64(), Some(1));
+    assert_eq!(j.get("b").get("c"), &Json::Num(-2.5));
+    assert_eq!(j.get("d").as_str(), Some("é"));
+    assert!(Json::parse("{\"a\": }").is_err());
+    assert!(Json::parse("[1, 2").is_err());
+}

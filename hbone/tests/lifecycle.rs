@@ -254,13 +254,13 @@ async fn client_without_alpn_is_refused() {
         )
         .await;
     assert!(r.is_err(), "the server accepted a non-h2 ALPN");
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
+    eventually("server counts the ALPN failure", || {
         srv.server
             .metrics()
-            .handshake_failures_of(HandshakeFailure::Alpn),
-        1
-    );
+            .handshake_failures_of(HandshakeFailure::Alpn)
+            == 1
+    })
+    .await;
     // And with no ALPN at all the TLS handshake may finish, but the connection is closed.
     let mut cfg = fipstun_identity::tls::client_config(
         &CryptoPolicy::default(),
@@ -283,12 +283,12 @@ async fn client_without_alpn_is_refused() {
             .unwrap();
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(
+    eventually("server counts the missing ALPN", || {
         srv.server
             .metrics()
-            .handshake_failures_of(HandshakeFailure::Alpn),
-        2
-    );
+            .handshake_failures_of(HandshakeFailure::Alpn)
+            == 2
+    })
+    .await;
     assert_eq!(srv.server.metrics().connections_opened, 0);
 }
