@@ -63,6 +63,9 @@ const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 const IDLE_LISTENER: Duration = Duration::from_secs(10);
 /// A stream the application dropped gets this long to finish its FIN exchange.
 const LINGER: Duration = Duration::from_secs(30);
+/// Inbound sockets not yet accepted (listening or mid-handshake), at most: an authenticated
+/// peer's SYN flood costs bounded memory. Further SYNs are answered with RST by the stack.
+const MAX_PENDING_INBOUND: usize = 1024;
 
 /// Counters a node keeps; read them with [`WgNode::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,6 +93,8 @@ pub struct WgStats {
     pub cookie_replies_sent: u64,
     /// Cookie replies received.
     pub cookie_replies_received: u64,
+    /// Rounds of the node's driver loop (an idle node runs about four a second).
+    pub driver_rounds: u64,
 }
 
 #[derive(Default)]
@@ -105,6 +110,7 @@ struct Counters {
     sessions_established: AtomicU64,
     cookie_replies_sent: AtomicU64,
     cookie_replies_received: AtomicU64,
+    driver_rounds: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -152,6 +158,10 @@ pub(crate) struct Core {
     started: std::time::Instant,
     next_timer_tick: Duration,
     tcp_buffer_bytes: usize,
+    /// Inbound sockets not yet handed to the listener (listening or mid-handshake).
+    pending_inbound: usize,
+    /// A stream was dropped or a timer ran: look for sockets to forget.
+    housekeeping_due: bool,
 }
 
 pub(crate) struct Shared {
@@ -178,6 +188,7 @@ impl Core {
     }
 
     pub(crate) fn stream_dropped(&mut self, h: SocketHandle) {
+        self.housekeeping_due = true;
         if let Some(c) = self.conns.get_mut(&h) {
             c.dropped = Some(std::time::Instant::now());
         }
@@ -225,6 +236,12 @@ impl Core {
     }
 
     fn remove_conn(&mut self, h: SocketHandle) {
+        if matches!(
+            self.conns.get(&h).map(|c| &c.kind),
+            Some(ConnKind::Inbound { reported: false })
+        ) {
+            self.pending_inbound -= 1;
+        }
         if let Some(ep) = self.socket(h).local_endpoint()
             && matches!(
                 self.conns.get(&h).map(|c| &c.kind),
@@ -387,6 +404,11 @@ impl Core {
                 })
                 .count();
             for _ in listening..n {
+                if self.pending_inbound >= MAX_PENDING_INBOUND {
+                    tracing::debug!(%dst, "too many pending inbound connections; refusing");
+                    return;
+                }
+                self.pending_inbound += 1;
                 let mut s = self.new_socket();
                 if s.listen(IpListenEndpoint::from(dst)).is_err() {
                     break;
@@ -483,6 +505,7 @@ impl Core {
             };
             if let Some(c) = self.conns.get_mut(&h) {
                 c.kind = ConnKind::Inbound { reported: true };
+                self.pending_inbound -= 1;
             }
             let inbound = Inbound {
                 stream: WgStream::new(shared.clone(), h),
@@ -716,6 +739,8 @@ impl WgNode {
             started,
             next_timer_tick: Duration::ZERO,
             tcp_buffer_bytes: config.tcp_buffer_bytes,
+            pending_inbound: 0,
+            housekeeping_due: false,
         };
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
@@ -769,6 +794,7 @@ impl WgNode {
             sessions_established: l(&c.sessions_established),
             cookie_replies_sent: l(&c.cookie_replies_sent),
             cookie_replies_received: l(&c.cookie_replies_received),
+            driver_rounds: l(&c.driver_rounds),
         }
     }
 
@@ -924,6 +950,7 @@ async fn drive(shared: std::sync::Weak<Shared>, mut udp: UdpIo) {
         if sh.is_closed() {
             return;
         }
+        bump(&sh.counters.driver_rounds);
         rx.clear();
         for _ in 0..RECV_CALLS_PER_ROUND {
             match udp.try_recv(&pool, &mut rx) {
@@ -949,14 +976,20 @@ async fn drive(shared: std::sync::Weak<Shared>, mut udp: UdpIo) {
             }
             core.listen_for_new_syns();
             let now = core.now();
-            core.iface.poll(now, &mut core.device, &mut core.sockets);
+            let changed = core.iface.poll(now, &mut core.device, &mut core.sockets);
             core.encapsulate_tx(&sh.counters);
             let elapsed = core.started.elapsed();
             if elapsed >= core.next_timer_tick {
                 core.run_timers(&sh.counters);
                 core.next_timer_tick = elapsed + TIMER_TICK;
+                core.housekeeping_due = true;
             }
-            core.housekeeping(&sh);
+            if matches!(changed, smoltcp::iface::PollResult::SocketStateChanged)
+                || core.housekeeping_due
+            {
+                core.housekeeping_due = false;
+                core.housekeeping(&sh);
+            }
             // The stack may have more to send once this batch is out (window, timers).
             let until_stack = core
                 .iface

@@ -319,3 +319,43 @@ async fn fips_required_is_refused() {
         Err(TransportError::FipsRequired { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_dead_peer_fails_in_time_and_an_idle_node_sleeps() {
+    // A UDP port nobody reads: the handshake is never answered.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut cfg = WgConfig::new(
+        WgPrivateKey::generate(),
+        "127.0.0.1:0".parse().unwrap(),
+        RAW_IP.into(),
+    )
+    .with_peer(
+        WgPeer::new(WgPrivateKey::generate().public_key())
+            .with_endpoint(dead.local_addr().unwrap())
+            .with_allowed_ip("10.99.9.0/24".parse().unwrap()),
+    );
+    cfg.connect_timeout = Duration::from_millis(800);
+    let node = WgNode::bind(cfg).await.unwrap();
+    let started = Instant::now();
+    let r = node
+        .connect(&Target::new("10.99.9.1:80".parse().unwrap()))
+        .await;
+    assert!(matches!(r, Err(TransportError::Tunnel(_))), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(node.stats().handshakes_initiated >= 1);
+    // Not routed anywhere: refused at once.
+    assert!(matches!(
+        node.connect(&Target::new("192.0.2.1:80".parse().unwrap()))
+            .await,
+        Err(TransportError::NoRoute(_))
+    ));
+
+    // Idle now: the driver wakes for the protocol timers (4/s) and smoltcp's, not in a loop.
+    let before = node.stats().driver_rounds;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rounds = node.stats().driver_rounds - before;
+    assert!(
+        rounds < 40,
+        "an idle node ran {rounds} driver rounds in 2 s"
+    );
+}
