@@ -548,6 +548,8 @@ fn build_tls(
         identity.svid.clone(),
     )?;
     c.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // Every dial verifies the peer's SVID against the current bundles: no resumption.
+    c.resumption = rustls::client::Resumption::disabled();
     fipstun_identity::policy::check_client(&c)?;
     Ok(c)
 }

@@ -138,6 +138,10 @@ impl TlsIdentity {
     }
 }
 
+/// The largest header block the server accepts (SETTINGS_MAX_HEADER_LIST_SIZE): a CONNECT
+/// carries an authority and a few tracing headers, never more.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
 /// HTTP/2 flow-control and framing settings. The defaults keep one bulk stream near line rate
 /// (DESIGN §4); the connection window is larger than the stream window so that one stalled
 /// stream cannot starve the others.
@@ -177,7 +181,8 @@ impl H2Settings {
             .initial_connection_window_size(self.connection_window_bytes)
             .max_frame_size(self.frame_size())
             .max_send_buffer_size(self.max_send_buffer_bytes)
-            .max_concurrent_streams(max_streams);
+            .max_concurrent_streams(max_streams)
+            .max_header_list_size(MAX_HEADER_LIST_BYTES);
         b
     }
 

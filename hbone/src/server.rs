@@ -200,6 +200,10 @@ impl HboneServer {
         handler: impl Handler,
     ) -> Result<Self, Error> {
         tls.alpn_protocols = vec![ALPN_H2.to_vec()];
+        // No resumption: a resumed session skips the client-certificate verifier, so a
+        // changed trust bundle or authorizer would not apply to returning clients.
+        tls.send_tls13_tickets = 0;
+        tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         fipstun_identity::policy::check_server(&tls)?;
         let (state, _) = watch::channel(State::Running);
         Ok(Self {

@@ -292,3 +292,30 @@ async fn client_without_alpn_is_refused() {
     .await;
     assert_eq!(srv.server.metrics().connections_opened, 0);
 }
+
+#[tokio::test]
+async fn every_connection_is_verified_against_the_current_trust_bundle() {
+    // No TLS resumption: once the bundle is withdrawn, a new connection must fail even though
+    // the same client and server completed a handshake a moment ago.
+    use fipstun_identity::bundle::BundleSet;
+    let pki = Pki::new();
+    let (target, _) = echo_upstream().await;
+    let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
+    let client = pki.client(ClientConfig::default().with_idle_timeout(Duration::from_millis(50)));
+    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    echo_once(&mut s, b"trusted").await;
+    drop(s);
+    eventually("idle connection released", || {
+        client.pooled_connections() == 0
+    })
+    .await;
+    pki.trust.replace(BundleSet::new());
+    let err = client
+        .connect(target, srv.addr, server_id())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Dial(d) => assert_eq!(d.kind, HandshakeFailure::Certificate, "{err}"),
+        other => panic!("expected a certificate failure, got {other}"),
+    }
+}
