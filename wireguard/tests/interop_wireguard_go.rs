@@ -193,6 +193,26 @@ async fn interop_with_wireguard_go_both_directions() {
     std::fs::write(&go_key_file, go_key.to_base64().as_bytes()).unwrap();
     std::fs::write(&psk_file, psk.to_base64().as_bytes()).unwrap();
     lab.files.extend([go_key_file.clone(), psk_file.clone()]);
+    let go_id = SpiffeId::parse("spiffe://wg.test/wireguard-go").unwrap();
+    let node = WgNode::bind(
+        WgConfig::new(
+            our_key.clone(),
+            format!("{host_ip}:0").parse().unwrap(),
+            our_tun_ip.parse().unwrap(),
+        )
+        .accepting_inbound()
+        .with_peer(
+            WgPeer::new(go_key.public_key())
+                .with_endpoint(format!("{ns_ip}:51820").parse().unwrap())
+                .with_allowed_ip(format!("{wg_go_tun_ip}/32").parse().unwrap())
+                .with_preshared_key(psk)
+                .with_spiffe(go_id.clone()),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let our_endpoint = node.local_addr().to_string();
     ns_run(
         &ns,
         &[
@@ -209,6 +229,8 @@ async fn interop_with_wireguard_go_both_directions() {
             psk_file.to_str().unwrap(),
             "allowed-ips",
             &format!("{our_tun_ip}/32"),
+            "endpoint",
+            &our_endpoint,
         ],
     )
     .unwrap();
@@ -226,26 +248,69 @@ async fn interop_with_wireguard_go_both_directions() {
     .unwrap();
     ns_run(&ns, &["ip", "link", "set", wg_if, "mtu", "1420", "up"]).unwrap();
 
-    let go_id = SpiffeId::parse("spiffe://wg.test/wireguard-go").unwrap();
-    let node = WgNode::bind(
-        WgConfig::new(
-            our_key,
-            format!("{host_ip}:0").parse().unwrap(),
-            our_tun_ip.parse().unwrap(),
-        )
-        .accepting_inbound()
-        .with_peer(
-            WgPeer::new(go_key.public_key())
-                .with_endpoint(format!("{ns_ip}:51820").parse().unwrap())
-                .with_allowed_ip(format!("{wg_go_tun_ip}/32").parse().unwrap())
-                .with_preshared_key(psk)
-                .with_spiffe(go_id.clone()),
-        ),
-    )
-    .await
-    .unwrap();
-
-    // Direction 1: our client -> python server behind wireguard-go.
+    // Inbound first, so wireguard-go initiates the handshake: a python client in the
+    // namespace -> a listener served through our node.
+    let listener = node.listener();
+    let serve = tokio::spawn(async move {
+        let mut inbound = listener.accept().await.map_err(|e| e.to_string())?;
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0usize;
+        loop {
+            let k = inbound
+                .stream
+                .read(&mut buf)
+                .await
+                .map_err(|e| e.to_string())?;
+            if k == 0 {
+                break;
+            }
+            ctx.update(&buf[..k]);
+            n += k;
+        }
+        let line = format!("{}\n", hex(ctx.finish().as_ref()));
+        inbound
+            .stream
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        inbound.stream.shutdown().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((inbound.peer, inbound.target, n))
+    });
+    let started = Instant::now();
+    let client = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "python3",
+            "-c",
+            PY_CLIENT,
+            &our_tun_ip,
+            "6000",
+            &BULK.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let out = tokio::time::timeout(STEP, client.wait_with_output())
+        .await
+        .expect("python client timed out")
+        .unwrap();
+    let took_in = started.elapsed();
+    let after_inbound = node.stats();
+    assert_eq!(
+        after_inbound.handshakes_initiated, 0,
+        "wireguard-go initiated: {after_inbound:?}"
+    );
+    assert!(after_inbound.sessions_established >= 1, "{after_inbound:?}");
+    let (peer, target, n) = tokio::time::timeout(STEP, serve)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // Then outbound over the session wireguard-go made: our client -> a python server behind it.
     let mut server = Command::new("ip")
         .args([
             "netns",
@@ -299,61 +364,6 @@ async fn interop_with_wireguard_go_both_directions() {
         "SHA-256 through wireguard-go differs"
     );
 
-    // Direction 2: a python client in the namespace -> a listener served through our node.
-    let listener = node.listener();
-    let serve = tokio::spawn(async move {
-        let mut inbound = listener.accept().await.map_err(|e| e.to_string())?;
-        let mut ctx = digest::Context::new(&digest::SHA256);
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0usize;
-        loop {
-            let k = inbound
-                .stream
-                .read(&mut buf)
-                .await
-                .map_err(|e| e.to_string())?;
-            if k == 0 {
-                break;
-            }
-            ctx.update(&buf[..k]);
-            n += k;
-        }
-        let line = format!("{}\n", hex(ctx.finish().as_ref()));
-        inbound
-            .stream
-            .write_all(line.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        inbound.stream.shutdown().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((inbound.peer, inbound.target, n))
-    });
-    let started = Instant::now();
-    let client = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "python3",
-            "-c",
-            PY_CLIENT,
-            &our_tun_ip,
-            "6000",
-            &BULK.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python3 runs");
-    let out = tokio::time::timeout(STEP, client.wait_with_output())
-        .await
-        .expect("python client timed out")
-        .unwrap();
-    let took_in = started.elapsed();
-    let (peer, target, n) = tokio::time::timeout(STEP, serve)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -359,3 +359,37 @@ async fn connect_to_a_dead_peer_fails_in_time_and_an_idle_node_sleeps() {
         "an idle node ran {rounds} driver rounds in 2 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_send_from_outside_its_allowed_ips() {
+    let raw_key = WgPrivateKey::generate();
+    let node = node_for(&raw_key, 100).await;
+    let _listener = node.listener();
+    let mut raw = RawPeer::new(&raw_key, &node).await;
+    raw.handshake().await;
+    wait_for("the keepalive", || node.stats().rx_data_packets == 1).await;
+
+    // Authentic and decrypted, but from 10.99.9.99: the peer is allowed only 10.99.9.2/32.
+    let mut spoofed = tcp_syn(40001, 7777);
+    spoofed[15] = 99;
+    let c = checksum(&[&{
+        let mut h = spoofed[..20].to_vec();
+        h[10] = 0;
+        h[11] = 0;
+        h
+    }]);
+    spoofed[10..12].copy_from_slice(&c.to_be_bytes());
+    let p = raw
+        .tunn
+        .handle_outgoing_packet(Packet::copy_from(&spoofed[..]), None)
+        .unwrap();
+    raw.send(p).await;
+    wait_for("the spoofed packet to be dropped", || {
+        node.stats().rx_dropped == 1
+    })
+    .await;
+    let mut buf = [0u8; 2048];
+    let answer =
+        tokio::time::timeout(Duration::from_millis(300), raw.udp.recv_from(&mut buf)).await;
+    assert!(answer.is_err(), "nothing answers a spoofed SYN");
+}
