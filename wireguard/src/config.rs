@@ -163,14 +163,9 @@ impl IpPrefix {
         self.addr
     }
 
-    /// The prefix length.
-    pub fn len(&self) -> u8 {
+    /// The prefix length in bits.
+    pub fn prefix_len(&self) -> u8 {
         self.len
-    }
-
-    /// Whether this is `/0`.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Whether `ip` lies inside this prefix.
@@ -404,7 +399,7 @@ mod tests {
         let all: IpPrefix = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("127.0.0.1".parse().unwrap()));
         let host: IpPrefix = "fd00::1".parse().unwrap();
-        assert_eq!(host.len(), 128);
+        assert_eq!(host.prefix_len(), 128);
         assert!(host.contains("fd00::1".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<IpPrefix>().is_err());
         assert!("10.0.0/8".parse::<IpPrefix>().is_err());

@@ -692,7 +692,7 @@ impl WgNode {
         let mut addr_err = None;
         iface.update_ip_addrs(|addrs| {
             for a in &config.addresses {
-                let cidr = IpCidr::new(IpAddress::from(a.addr()), a.len());
+                let cidr = IpCidr::new(IpAddress::from(a.addr()), a.prefix_len());
                 if addrs.push(cidr).is_err() {
                     addr_err = Some(format!("too many tunnel addresses at {a}"));
                 }
