@@ -61,19 +61,24 @@
 //!
 //! The Noise_IKpsk2 handshake, data packets, timers, replay window and cookies come from
 //! [gotatun](https://crates.io/crates/gotatun) 0.10, Mullvad's maintained fork of boringtun,
-//! used through its sans-IO `Tunn` API (`handle_incoming_packet`, `handle_outgoing_packet`,
-//! `update_timers`). It was chosen over boringtun 0.7 because it is maintained, keeps an
-//! 8192-bit replay window (boringtun: 1024), pads data packets to 16 bytes as the protocol
-//! asks, enforces the message limits, has per-source-IP handshake rate limiting with cookie
-//! replies, exposes timer tuning, and does not pull `ring` (boringtun does). `cargo tree -i
-//! ring` stays empty with it.
+//! driven through its sans-IO `Tunn` API (`handle_incoming_packet`, `handle_outgoing_packet`,
+//! `update_timers`); this crate owns the sockets, the clock and the TCP/IP stack. We chose it
+//! over boringtun 0.7 because it is maintained; its replay window is 8192 bits (RFC 6479
+//! style, as the protocol and the kernel use); it pads data packets to 16 bytes; it enforces
+//! `REJECT_AFTER_MESSAGES`; it rate-limits handshakes per source IP and answers with cookie
+//! replies; it lets the timers be tuned (used here to test rekeying); and its data-path AEAD
+//! comes from aws-lc-rs, the library the workspace already links, so it adds no `ring`
+//! (`cargo tree -i ring` stays empty). It does bring a second crypto stack for the handshake
+//! (RustCrypto and dalek, below). boringtun 0.7 is older and, per the project's evaluation,
+//! brings `ring`, a 1024-bit window and no padding; it was not built here.
 //!
-//! Where each primitive runs (none of them is FIPS-approved):
+//! Where each primitive runs — none of them is FIPS-approved:
 //!
 //! - data-packet ChaCha20-Poly1305: aws-lc-rs. The workspace builds aws-lc-rs with `fips`, so
 //!   this runs inside the AWS-LC FIPS module, but as a **non-approved service**;
-//! - handshake X25519: `x25519-dalek`; BLAKE2s/HMAC: RustCrypto `blake2`; handshake AEAD and
-//!   cookie XChaCha20-Poly1305: RustCrypto `chacha20poly1305` — outside any FIPS module.
+//! - handshake X25519: `x25519-dalek`; BLAKE2s, its HMAC and the MACs: RustCrypto `blake2`;
+//!   handshake ChaCha20-Poly1305 and cookie XChaCha20-Poly1305: RustCrypto
+//!   `chacha20poly1305` — outside any FIPS module.
 //!
 //! [`WgNode::security`] therefore reports `fips: false`, and [`WgNode::bind`] refuses a
 //! configuration with [`fipstun_transport::FipsRequirement::Required`] with
@@ -81,11 +86,29 @@
 //!
 //! ## Data path
 //!
-//! smoltcp 0.14 (medium IP) is the TCP/IP stack inside the tunnel; UDP uses quinn-udp
-//! (recvmmsg + GRO in, sendmsg + GSO out) on a socket whose buffers the node sizes itself
-//! ([`WgConfig::udp_socket_buffer_bytes`], forced past `rmem_max` when running as root;
-//! [`WgNode::socket_buffers`] reports what the kernel granted). Packet buffers come from
-//! gotatun's pool; gotatun itself still allocates one buffer per encrypted packet.
+//! smoltcp 0.14 (medium IP, IPv4 and IPv6, Cubic congestion control) is the TCP/IP stack
+//! inside the tunnel. UDP goes through quinn-udp: recvmmsg with GRO in, sendmsg with GSO out
+//! (trains of equal-size datagrams to one peer, at most 64 KiB each), so a full window costs a
+//! few dozen syscalls rather than one per packet. The node sizes the socket buffers itself
+//! ([`WgConfig::udp_socket_buffer_bytes`], 8 MiB by default, forced past `rmem_max` when it
+//! runs as root); [`WgNode::socket_buffers`] reports what the kernel granted. Packet buffers
+//! come from gotatun's pool; gotatun still allocates one buffer per encrypted packet.
+//!
+//! ## Inbound policy
+//!
+//! The inbound side accepts a TCP connection to any destination from any configured peer, as
+//! long as the inner source address is inside that peer's allowed IPs (crypto-key routing:
+//! anything else is dropped before the TCP/IP stack sees it). Whether the peer may reach the
+//! destination is the application's decision, made on [`fipstun_transport::Inbound::peer`]
+//! and [`fipstun_transport::Inbound::target`]; [`fipstun_transport::forward`] dials every
+//! target it is given.
+//!
+//! ## Timers
+//!
+//! The engine's timers (rekey after 120 s, keepalive after 10 s, handshake retry after 5 s
+//! plus jitter, give up after 90 s) are evaluated every 250 ms by the node's driver task.
+//! [`WgConfig::rekey_after_time`] shortens the rekey interval for tests; the engine reads the
+//! system clock itself, so tests run in compressed real time rather than virtual time.
 #![forbid(unsafe_code)]
 
 mod config;
