@@ -393,3 +393,44 @@ async fn a_peer_cannot_send_from_outside_its_allowed_ips() {
         tokio::time::timeout(Duration::from_millis(300), raw.udp.recv_from(&mut buf)).await;
     assert!(answer.is_err(), "nothing answers a spoofed SYN");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_initiator_answers_a_loaded_responder_with_the_cookie() {
+    // A responder that is always under load (0 handshakes/s before cookies): the first
+    // initiation gets a cookie reply; the retry (after REKEY_TIMEOUT, 5 s) carries mac2 and
+    // is answered.
+    let (server_key, client_key) = (WgPrivateKey::generate(), WgPrivateKey::generate());
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut server_cfg = WgConfig::new(server_key.clone(), any, NODE_IP.into())
+        .accepting_inbound()
+        .with_peer(
+            WgPeer::new(client_key.public_key()).with_allowed_ip("10.99.9.2/32".parse().unwrap()),
+        );
+    server_cfg.handshake_rate_limit = 0;
+    let server = WgNode::bind(server_cfg).await.unwrap();
+    let listener = server.listener();
+    tokio::spawn(async move {
+        while let Ok(mut inbound) = listener.accept().await {
+            let _ = inbound.stream.write_all(b"hi").await;
+            let _ = inbound.stream.shutdown().await;
+        }
+    });
+    let mut cfg = WgConfig::new(client_key, any, RAW_IP.into()).with_peer(
+        WgPeer::new(server_key.public_key())
+            .with_endpoint(server.local_addr())
+            .with_allowed_ip("10.99.9.0/24".parse().unwrap()),
+    );
+    cfg.connect_timeout = Duration::from_secs(15);
+    let client = WgNode::bind(cfg).await.unwrap();
+    let mut s = client
+        .connect(&Target::new("10.99.9.1:80".parse().unwrap()))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"hi");
+    let (c, sv) = (client.stats(), server.stats());
+    assert!(sv.cookie_replies_sent >= 1, "{sv:?}");
+    assert!(c.cookie_replies_received >= 1, "{c:?}");
+    assert!(c.handshakes_initiated >= 2, "{c:?}");
+}
