@@ -428,8 +428,9 @@ impl Core {
 
     /// Encrypt what the TCP/IP stack sent and queue it for the peer that owns the destination.
     fn encapsulate_tx(&mut self, counters: &Counters) {
-        let out = std::mem::take(&mut self.device.tx);
-        for p in out {
+        // Taken and put back so the queue keeps its capacity from round to round.
+        let mut out = std::mem::take(&mut self.device.tx);
+        for p in out.drain(..) {
             let Some(dst) = destination(&p) else { continue };
             let Some(peer) = self.routes.route(dst) else {
                 tracing::trace!(%dst, "no peer for destination");
@@ -444,6 +445,7 @@ impl Core {
                 self.to_send.push((ep, wg.into()));
             }
         }
+        self.device.tx = out;
     }
 
     fn run_timers(&mut self, counters: &Counters) {
