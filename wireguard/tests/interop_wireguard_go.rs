@@ -1,6 +1,9 @@
 //! Live interop with wireguard-go (the Debian package) in a network namespace this test makes,
 //! linked to the host by a veth pair whose 10.99.x.x addresses exist only on that pair and on
-//! the namespace's wg interface. Both directions move 64 MiB with SHA-256 checked; PSK on.
+//! the namespace's wg interface. wireguard-go initiates first (a client in the namespace reaches
+//! a listener served through our node), then our node opens a stream to a server behind
+//! wireguard-go; each moves 64 MiB with SHA-256 checked, PSK on. A second node of ours then
+//! initiates its own handshake as a second peer and moves 4 MiB.
 //!
 //! Needs root and namespaces (CI has both). Where `ip netns add` is refused the test says so
 //! loudly and returns.
@@ -389,6 +392,89 @@ async fn interop_with_wireguard_go_both_directions() {
     );
     let stats = node.stats();
     assert!(stats.sessions_established >= 1);
+
+    // A second node of ours, as a second peer of wireguard-go that wireguard-go has no endpoint
+    // for: here we are the initiator.
+    let second_key = WgPrivateKey::generate();
+    let second_tun_ip = format!("10.99.{t}.3");
+    ns_run(
+        &ns,
+        &[
+            "wg",
+            "set",
+            wg_if,
+            "peer",
+            &second_key.public_key().to_string(),
+            "allowed-ips",
+            &format!("{second_tun_ip}/32"),
+        ],
+    )
+    .unwrap();
+    let second = WgNode::bind(
+        WgConfig::new(
+            second_key,
+            format!("{host_ip}:0").parse().unwrap(),
+            second_tun_ip.parse().unwrap(),
+        )
+        .with_peer(
+            WgPeer::new(go_key.public_key())
+                .with_endpoint(format!("{ns_ip}:51820").parse().unwrap())
+                .with_allowed_ip(format!("{wg_go_tun_ip}/32").parse().unwrap()),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut server2 = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "python3",
+            "-c",
+            PY_SERVER,
+            &wg_go_tun_ip,
+            "5002",
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut server2_out = BufReader::new(server2.stdout.take().unwrap()).lines();
+    lab.children.push(server2);
+    let ready = tokio::time::timeout(STEP, server2_out.next_line()).await;
+    assert!(
+        matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"),
+        "python server: {ready:?}"
+    );
+    let small = &data[..4 << 20];
+    let reply = tokio::time::timeout(STEP, async {
+        let mut s = second
+            .connect(&Target::new(
+                format!("{wg_go_tun_ip}:5002").parse().unwrap(),
+            ))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        s.write_all(small)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        s.shutdown().await.map_err(|e| format!("shutdown: {e}"))?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        Ok::<_, String>(reply)
+    })
+    .await
+    .expect("4 MiB from our initiator timed out")
+    .unwrap();
+    let want_small = hex(digest::digest(&digest::SHA256, small).as_ref());
+    assert_eq!(reply.trim(), format!("{want_small} {}", small.len()));
+    let s2 = second.stats();
+    assert!(
+        s2.handshakes_initiated >= 1 && s2.sessions_established >= 1,
+        "{s2:?}"
+    );
+
     eprintln!(
         "wireguard-go interop: 64 MiB out in {took_out:?}, 64 MiB in (incl. python data \
          generation) in {took_in:?}; {stats:?}"
