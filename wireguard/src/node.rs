@@ -192,7 +192,23 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&h) {
             c.dropped = Some(std::time::Instant::now());
         }
-        self.socket(h).close();
+        let s = self.socket(h);
+        // As the kernel does: closing with unread data resets the connection, so the far
+        // end learns its bytes were not consumed; otherwise a graceful FIN.
+        if s.recv_queue() > 0 {
+            s.abort();
+        } else {
+            s.close();
+        }
+    }
+
+    pub(crate) fn endpoints(
+        &mut self,
+        h: SocketHandle,
+    ) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let s = self.socket(h);
+        let conv = |e: IpEndpoint| SocketAddr::new(ip_of(e.addr), e.port);
+        (s.local_endpoint().map(conv), s.remote_endpoint().map(conv))
     }
 
     fn now(&self) -> smoltcp::time::Instant {

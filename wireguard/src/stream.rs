@@ -36,6 +36,23 @@ impl WgStream {
         }
     }
 
+    /// Our end inside the tunnel (our tunnel address for streams we open; the destination the
+    /// peer asked for on inbound streams). `None` once the node is closed.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        if self.shared.is_closed() {
+            return None;
+        }
+        self.shared.lock().endpoints(self.handle).0
+    }
+
+    /// The far end inside the tunnel. `None` once the connection or the node is closed.
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        if self.shared.is_closed() {
+            return None;
+        }
+        self.shared.lock().endpoints(self.handle).1
+    }
+
     /// Forget the socket without touching it (the caller holds the node lock and cleans up).
     pub(crate) fn disarm(mut self) -> SocketHandle {
         self.armed = false;

@@ -72,6 +72,11 @@ async fn inbound_reports_peer_key_spiffe_and_target() {
         (inbound.peer, inbound.target, got)
     });
     let mut s = client.connect(&target).await.unwrap();
+    assert_eq!(s.peer_addr(), Some(target.addr));
+    assert_eq!(
+        s.local_addr().map(|a| a.ip()),
+        Some("10.99.9.2".parse().unwrap())
+    );
     s.write_all(b"hello").await.unwrap();
     s.shutdown().await.unwrap();
     let mut back = Vec::new();
@@ -138,4 +143,31 @@ async fn ipv6_inside_the_tunnel() {
             .await,
         Err(fipstun_transport::TransportError::NoRoute(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_stream_with_unread_data_resets_it() {
+    let (client, server) = pair(false).await;
+    let listener = server.listener();
+    let target = Target::new("192.0.2.7:4243".parse().unwrap());
+    let accept = tokio::spawn(async move {
+        let mut inbound = listener.accept().await.unwrap();
+        let mut first = [0u8; 1];
+        inbound.stream.read_exact(&mut first).await.unwrap();
+        // Wait until the rest has arrived, then drop without reading it.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop(inbound);
+    });
+    let mut s = client.connect(&target).await.unwrap();
+    s.write_all(b"xunread").await.unwrap();
+    accept.await.unwrap();
+    let mut buf = [0u8; 8];
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "a reset, not an orderly EOF"
+    );
 }
