@@ -125,8 +125,8 @@ struct PeerState {
 }
 
 enum ConnKind {
-    /// We opened it; `connect` is waiting or a [`WgStream`] owns it.
-    Outbound,
+    /// We opened it from `port`; `connect` is waiting or a [`WgStream`] owns it.
+    Outbound { port: u16 },
     /// Made for an inbound SYN; `reported` once handed to the listener.
     Inbound { reported: bool },
 }
@@ -252,21 +252,14 @@ impl Core {
     }
 
     fn remove_conn(&mut self, h: SocketHandle) {
-        if matches!(
-            self.conns.get(&h).map(|c| &c.kind),
-            Some(ConnKind::Inbound { reported: false })
-        ) {
-            self.pending_inbound -= 1;
+        match self.conns.remove(&h).map(|c| c.kind) {
+            Some(ConnKind::Inbound { reported: false }) => self.pending_inbound -= 1,
+            // The socket forgets its endpoints once closed; the port is ours to free.
+            Some(ConnKind::Outbound { port }) => {
+                self.used_ports.remove(&port);
+            }
+            _ => {}
         }
-        if let Some(ep) = self.socket(h).local_endpoint()
-            && matches!(
-                self.conns.get(&h).map(|c| &c.kind),
-                Some(ConnKind::Outbound)
-            )
-        {
-            self.used_ports.remove(&ep.port);
-        }
-        self.conns.remove(&h);
         self.sockets.remove(h);
     }
 
@@ -816,6 +809,12 @@ impl WgNode {
         }
     }
 
+    /// TCP connections (and listening sockets for inbound SYNs) the node holds right now,
+    /// including closed ones not yet forgotten.
+    pub fn connection_count(&self) -> usize {
+        self.inner.shared.lock().conns.len()
+    }
+
     /// The inbound side. It accepts only if the node was configured with
     /// [`WgConfig::accept_inbound`]; otherwise `accept` fails with [`TransportError::Closed`].
     pub fn listener(&self) -> WgListener {
@@ -873,7 +872,7 @@ impl Transport for WgNode {
             core.conns.insert(
                 h,
                 Conn {
-                    kind: ConnKind::Outbound,
+                    kind: ConnKind::Outbound { port },
                     created: std::time::Instant::now(),
                     dropped: None,
                 },

@@ -171,3 +171,28 @@ async fn dropping_a_stream_with_unread_data_resets_it() {
         "a reset, not an orderly EOF"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_connections_are_forgotten_on_both_sides() {
+    let u = Upstreams::start().await.unwrap();
+    let (client, server) = pair(true).await;
+    for _ in 0..3 {
+        conformance::concurrent_streams(Arc::new(client.clone()), &u, 50)
+            .await
+            .unwrap();
+    }
+    conformance::peer_close(&client, &u).await.unwrap();
+    conformance::unknown_target(&client, &u).await.unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while client.connection_count() + server.connection_count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "sockets leak: client {}, server {}",
+            client.connection_count(),
+            server.connection_count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The ports and sockets came back: the node still connects.
+    conformance::echo(&client, &u).await.unwrap();
+}
