@@ -222,6 +222,12 @@ impl AsyncWrite for HboneStream {
         this.write_buf.extend_from_slice(&buf[..n]);
         let chunk = this.write_buf.split().freeze();
         this.send.send_data(chunk, false).map_err(h2_to_io)?;
+        if n == buf.len() {
+            // The write is done: hand back connection-window capacity assigned beyond what is
+            // queued, so an idle stream does not hoard window its neighbours need. The next
+            // write reserves again (assigned at once while the connection window has room).
+            this.send.reserve_capacity(0);
+        }
         this.metrics.bytes_out(n);
         Poll::Ready(Ok(n))
     }
