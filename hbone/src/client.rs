@@ -120,6 +120,19 @@ impl ExpectedPeer {
     }
 }
 
+impl TryFrom<&Authorizer> for ExpectedPeer {
+    type Error = Error;
+
+    /// The ID and trust-domain forms convert; a custom closure cannot key a pool.
+    fn try_from(a: &Authorizer) -> Result<Self, Error> {
+        match a {
+            Authorizer::AnyOf(ids) => Ok(Self::ids(ids.iter().cloned())),
+            Authorizer::TrustDomains(tds) => Ok(Self::trust_domains(tds.iter().cloned())),
+            Authorizer::Custom(_) => Err(Error::CustomAuthorizer),
+        }
+    }
+}
+
 impl From<SpiffeId> for ExpectedPeer {
     fn from(id: SpiffeId) -> Self {
         Self::ids([id])
@@ -552,4 +565,32 @@ fn build_tls(
     c.resumption = rustls::client::Resumption::disabled();
     fipstun_identity::policy::check_client(&c)?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_peer_from_authorizer() {
+        let id = SpiffeId::parse("spiffe://example.org/ns/a/sa/b").unwrap();
+        let td = TrustDomain::new("example.org").unwrap();
+        let e = ExpectedPeer::try_from(&Authorizer::ids([id.clone()])).unwrap();
+        assert_eq!(e, ExpectedPeer::from(id.clone()));
+        assert!(e.authorizer().allows(&id));
+        let e = ExpectedPeer::try_from(&Authorizer::trust_domains([td.clone()])).unwrap();
+        assert_eq!(e, ExpectedPeer::trust_domains([td]));
+        assert!(e.authorizer().allows(&id));
+        let custom = Authorizer::Custom(Arc::new(|_: &SpiffeId| true));
+        assert!(matches!(
+            ExpectedPeer::try_from(&custom),
+            Err(Error::CustomAuthorizer)
+        ));
+        // Order does not matter for the pool key.
+        let other = SpiffeId::parse("spiffe://example.org/ns/a/sa/c").unwrap();
+        assert_eq!(
+            ExpectedPeer::ids([id.clone(), other.clone()]),
+            ExpectedPeer::ids([other, id])
+        );
+    }
 }

@@ -35,6 +35,16 @@
 //!   1 MiB, max concurrent streams 100 (configurable); the client PINGs every 10 s and drops a
 //!   connection after 20 s without a PONG; shutdown is a graceful GOAWAY drain.
 //!
+//! # Observability
+//!
+//! - `tracing` spans: `hbone_server_conn` (remote address) and `hbone_stream` (stream id) on the
+//!   server; `hbone_client_conn` (peer, pool id) and `hbone_connect` (peer, target) on the
+//!   client. Refusals are logged at `debug` with the reason; limits at `warn`.
+//! - [`HboneServer::metrics`] and [`HboneClient::metrics`] return a [`MetricsSnapshot`]:
+//!   connections opened/active/refused, streams opened/active/rejected, payload bytes in/out,
+//!   and handshake failures by [`HandshakeFailure`] reason (TCP, timeout, certificate, TLS,
+//!   ALPN, HTTP/2). All counters are relaxed atomics updated on the data path.
+//!
 //! # Example: a round trip on loopback
 //!
 //! ```
@@ -276,6 +286,10 @@ pub enum Error {
     /// The server is shutting down and takes no new connections.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A custom [`fipstun_identity::tls::Authorizer`] cannot say whom to expect in a way a
+    /// connection pool can key by; use IDs or trust domains.
+    #[error("a custom authorizer cannot key the connection pool; expect IDs or trust domains")]
+    CustomAuthorizer,
     /// The SVID slot is empty: nothing to present, so we fail closed.
     #[error("no local SVID yet; refusing to connect")]
     NoLocalIdentity,

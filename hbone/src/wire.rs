@@ -1126,6 +1126,44 @@ mod tests {
         }
 
         #[test]
+        fn request_parse_never_panics(
+            method in prop_oneof![Just("CONNECT".to_string()), Just("GET".to_string()), "[A-Z]{1,8}"],
+            uri in prop_oneof![
+                "[0-9a-z.:\\[\\]%@_-]{0,40}",
+                "(http|https)://[0-9.]{1,15}(:[0-9]{1,6})?/[a-z]{0,5}",
+            ],
+            headers in proptest::collection::vec(
+                (prop_oneof![Just("traceparent"), Just("baggage"), Just("forwarded"), Just("x-other")],
+                 "[ -~]{0,80}"),
+                0..5,
+            ),
+            protocol in proptest::option::of("[a-z]{1,10}"),
+        ) {
+            let mut req = Request::new(());
+            *req.version_mut() = Version::HTTP_2;
+            if let Ok(m) = Method::from_bytes(method.as_bytes()) {
+                *req.method_mut() = m;
+            }
+            if let Ok(u) = uri.parse::<Uri>() {
+                *req.uri_mut() = u;
+            }
+            for (k, v) in headers {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    req.headers_mut().append(HeaderName::from_static(k), v);
+                }
+            }
+            if let Some(p) = protocol {
+                req.extensions_mut().insert(h2::ext::Protocol::from(p.as_str()));
+            }
+            for policy in [HostnamePolicy::Reject, HostnamePolicy::Allow] {
+                if let Ok(parsed) = ConnectRequest::parse(&req, &policy) {
+                    // Whatever parses re-encodes to a request that parses to the same value.
+                    prop_assert_eq!(ConnectRequest::parse(&parsed.to_http(), &policy), Ok(parsed));
+                }
+            }
+        }
+
+        #[test]
         fn status_round_trips(code in 200u16..600) {
             let status = StatusCode::from_u16(code).unwrap();
             match Rejection::from_status(status) {

@@ -319,3 +319,50 @@ async fn every_connection_is_verified_against_the_current_trust_bundle() {
         other => panic!("expected a certificate failure, got {other}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_killed_mid_stream_frees_the_server_side() {
+    // The upstream reports when its connection ends; the server must not leak the tunnel.
+    let pki = Pki::new();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = l.local_addr().unwrap();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        ended_tx.send(total).unwrap();
+    });
+    let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let client = pki.client(ClientConfig::default());
+    let mut s = client
+        .connect(target, proxy.addr, server_id())
+        .await
+        .unwrap();
+    s.write_all(&[1u8; 100_000]).await.unwrap();
+    eventually("server tunnel open", || {
+        srv.server.metrics().streams_active == 1
+    })
+    .await;
+    proxy.set(ProxyState::Kill);
+    let got = tokio::time::timeout(Duration::from_secs(5), ended_rx)
+        .await
+        .expect("the upstream connection outlived its dead client")
+        .unwrap();
+    assert!(got <= 100_000);
+    eventually("server stream released", || {
+        srv.server.metrics().streams_active == 0
+    })
+    .await;
+    eventually("server connection released", || {
+        srv.server.metrics().connections_active == 0
+    })
+    .await;
+}
