@@ -104,17 +104,26 @@ async fn one_gib_download_hash_matches_and_upstream_half_close_keeps_writing() {
 }
 
 #[tokio::test]
-async fn sha256_helper_detects_a_changed_byte() {
-    // Guards the hashing helpers the bulk tests rely on.
-    let mut a = vec![0u8; 1000];
+async fn pattern_helpers_detect_changed_and_reordered_data() {
+    // Guards the data generator and hash helpers the bulk tests rely on.
+    let mut a = vec![0u8; 3 << 20];
     fill(&mut a, 0);
+    let mut b = vec![0u8; 3 << 20];
+    // Split inside a position stamp (4096..4104) and at odd places.
+    fill(&mut b[..4100], 0);
+    fill(&mut b[4100..9000], 4100);
+    fill(&mut b[9000..], 9000);
+    assert_eq!(a, b, "fill must depend only on the absolute position");
     let h1 = digest::digest(&digest::SHA256, &a);
     a[500] ^= 1;
-    let h2 = digest::digest(&digest::SHA256, &a);
-    assert_ne!(h1.as_ref(), h2.as_ref());
-    let mut out = Vec::new();
-    let h = send_pattern(&mut out, 1000).await;
+    assert_ne!(h1.as_ref(), digest::digest(&digest::SHA256, &a).as_ref());
     a[500] ^= 1;
+    // The 1 MiB base block repeats; the position stamps keep repeated blocks distinct.
+    assert_ne!(a[..1 << 20], a[1 << 20..2 << 20]);
+    let mut out = Vec::new();
+    let h = send_pattern(&mut out, a.len() as u64).await;
     assert_eq!(out, a);
     assert_eq!(h, h1.as_ref());
+    let (n, h2) = hash_to_eof(&mut &out[..]).await;
+    assert_eq!((n, h2), (a.len() as u64, h));
 }

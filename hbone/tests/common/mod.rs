@@ -124,13 +124,44 @@ pub async fn closed_port() -> SocketAddr {
     addr
 }
 
-/// Deterministic test data: `len` bytes, different in every 8-byte word.
+/// Deterministic test data for `buf` at stream position `offset`: a fixed pseudo-random
+/// block with the position stamped into every 4 KiB, so that no two chunks are equal and a
+/// reordered, duplicated or dropped chunk changes the hash. Cheap even in debug builds.
 pub fn fill(buf: &mut [u8], offset: u64) {
-    for (i, chunk) in buf.chunks_mut(8).enumerate() {
-        let v = (offset / 8 + i as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
+    static BLOCK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let block = BLOCK.get_or_init(|| {
+        let mut b = vec![0u8; 1 << 20];
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for chunk in b.chunks_mut(8) {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        b
+    });
+    let mut done = 0usize;
+    while done < buf.len() {
+        let pos = offset + done as u64;
+        let start = (pos % block.len() as u64) as usize;
+        let n = (block.len() - start).min(buf.len() - done);
+        buf[done..done + n].copy_from_slice(&block[start..start + n]);
+        done += n;
+    }
+    // Stamp the absolute position at each 4 KiB boundary (also the part of a stamp that
+    // straddles the start or end of `buf`).
+    let end = offset + buf.len() as u64;
+    let mut p = offset.saturating_sub(7) / 4096 * 4096;
+    while p < end {
+        let stamp = p.to_le_bytes();
+        for (k, byte) in stamp.iter().enumerate() {
+            let at = p + k as u64;
+            if at >= offset && at < end {
+                buf[(at - offset) as usize] = *byte;
+            }
+        }
+        p += 4096;
     }
 }
 
