@@ -32,7 +32,7 @@
 //! - Stream data are the raw TCP bytes; END_STREAM is a TCP half-close (FIN) in that direction
 //!   and is kept end to end.
 //! - HTTP/2 settings (both sides): stream window 4 MiB, connection window 16 MiB, max frame
-//!   1 MiB, max concurrent streams 100 (configurable); the client PINGs every 10 s and drops a
+//!   1 MiB, max concurrent streams 100 (configurable); both sides PING every 10 s and drop a
 //!   connection after 20 s without a PONG; shutdown is a graceful GOAWAY drain.
 //!
 //! # Observability
@@ -276,6 +276,14 @@ pub enum Error {
         peer: SocketAddr,
         /// What h2 reported.
         source: h2::Error,
+    },
+    /// A peer stopped answering HTTP/2 PINGs; its connection was closed.
+    #[error("HBONE peer {peer} unresponsive: {reason}")]
+    KeepaliveTimeout {
+        /// The remote address.
+        peer: SocketAddr,
+        /// What the keepalive saw.
+        reason: String,
     },
     /// The server's connection limit is reached.
     #[error("connection limit of {max} reached")]

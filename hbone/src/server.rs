@@ -37,6 +37,11 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// A connection without streams for this long is closed with GOAWAY. Default 5 min.
     pub idle_timeout: Duration,
+    /// How often an HTTP/2 PING checks each client connection. Default 10 s.
+    pub keepalive_interval: Duration,
+    /// How long a PING may go unanswered before the connection (and its streams) is closed.
+    /// Default 20 s.
+    pub keepalive_timeout: Duration,
     /// How long [`HboneServer::shutdown`] lets open streams finish. Default 30 s.
     pub drain_timeout: Duration,
     /// Limit for the TCP connect to a target; past it the CONNECT gets 503. Default 10 s.
@@ -54,6 +59,8 @@ impl Default for ServerConfig {
             max_streams_per_conn: 100,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(30),
             upstream_connect_timeout: Duration::from_secs(10),
             hostnames: HostnamePolicy::Reject,
@@ -84,6 +91,13 @@ impl ServerConfig {
     /// Set [`ServerConfig::idle_timeout`].
     pub fn with_idle_timeout(mut self, t: Duration) -> Self {
         self.idle_timeout = t;
+        self
+    }
+
+    /// Set [`ServerConfig::keepalive_interval`] and [`ServerConfig::keepalive_timeout`].
+    pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keepalive_interval = interval;
+        self.keepalive_timeout = timeout;
         self
     }
 
@@ -302,6 +316,24 @@ impl HboneServer {
                 idle_since: Mutex::new(Instant::now()),
             });
             let idle_timeout = inner.config.idle_timeout;
+            // PINGs ride on the same connection future: they progress while `accept` polls it.
+            let mut pings = conn.ping_pong();
+            let (ka_every, ka_timeout) =
+                (inner.config.keepalive_interval, inner.config.keepalive_timeout);
+            let keepalive = async move {
+                let Some(pings) = pings.as_mut() else {
+                    return std::future::pending().await;
+                };
+                loop {
+                    tokio::time::sleep(ka_every).await;
+                    match tokio::time::timeout(ka_timeout, pings.ping(h2::Ping::opaque())).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return format!("keepalive PING failed: {e}"),
+                        Err(_) => return format!("no PONG within {ka_timeout:?}"),
+                    }
+                }
+            };
+            tokio::pin!(keepalive);
             let idle = tokio::time::sleep(idle_timeout);
             tokio::pin!(idle);
             let mut draining = false;
@@ -334,6 +366,10 @@ impl HboneServer {
                             }
                             _ => {}
                         }
+                    }
+                    why = &mut keepalive => {
+                        tracing::debug!(reason = %why, "client unresponsive: closing");
+                        break Err(Error::KeepaliveTimeout { peer: remote, reason: why });
                     }
                     _ = &mut idle, if !draining => {
                         let since = *shared.idle_since.lock().unwrap_or_else(|p| p.into_inner());

@@ -366,3 +366,49 @@ async fn client_killed_mid_stream_frees_the_server_side() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_keepalive_closes_a_hung_client() {
+    let pki = Pki::new();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = l.local_addr().unwrap();
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        ended_tx.send(()).unwrap();
+    });
+    let srv = start_server(
+        &pki,
+        ServerConfig::default()
+            .with_keepalive(Duration::from_millis(100), Duration::from_millis(300)),
+        AllowAll,
+    )
+    .await;
+    let proxy = Proxy::start(srv.addr).await;
+    let client = pki.client(ClientConfig::default());
+    let mut s = client
+        .connect(target, proxy.addr, server_id())
+        .await
+        .unwrap();
+    s.write_all(b"hello").await.unwrap();
+    // Answered PINGs keep an idle-but-alive stream open.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(srv.server.metrics().streams_active, 1);
+    // The client hangs (no FIN, no RST): only the keepalive can notice.
+    proxy.set(ProxyState::Freeze);
+    tokio::time::timeout(Duration::from_secs(5), ended_rx)
+        .await
+        .expect("the server kept a hung client's tunnel open")
+        .unwrap();
+    eventually("server connection closed", || {
+        srv.server.metrics().connections_active == 0
+    })
+    .await;
+    drop(s);
+}
