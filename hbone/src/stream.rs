@@ -21,8 +21,11 @@ use crate::wire::Authority;
 /// Largest amount one `poll_write` hands to h2; h2 splits it into DATA frames of at most the
 /// peer's SETTINGS_MAX_FRAME_SIZE.
 const MAX_WRITE_CHUNK: usize = 1 << 20;
-/// Small writes are copied into blocks of this size so that each write does not allocate.
-const WRITE_BLOCK: usize = 256 * 1024;
+/// Writes are copied into blocks shared by consecutive writes, so that each write does not
+/// allocate. Blocks start RPC-sized and double while the flow keeps filling them.
+const MIN_WRITE_BLOCK: usize = 16 * 1024;
+/// The largest write block.
+const MAX_WRITE_BLOCK: usize = 256 * 1024;
 
 /// An established HBONE stream: the tunnelled TCP connection, as tokio I/O.
 ///
@@ -36,6 +39,7 @@ pub struct HboneStream {
     read_buf: Bytes,
     read_eof: bool,
     write_buf: BytesMut,
+    write_block: usize,
     write_shut: bool,
     peer_addr: SocketAddr,
     peer_id: SpiffeId,
@@ -72,6 +76,7 @@ impl HboneStream {
             read_buf: Bytes::new(),
             read_eof: false,
             write_buf: BytesMut::new(),
+            write_block: MIN_WRITE_BLOCK,
             write_shut: false,
             peer_addr,
             peer_id,
@@ -217,7 +222,8 @@ impl AsyncWrite for HboneStream {
         let cap = ready!(poll_send_capacity(&mut this.send, want, cx))?;
         let n = cap.min(want);
         if this.write_buf.capacity() < n {
-            this.write_buf.reserve(n.max(WRITE_BLOCK));
+            this.write_buf.reserve(n.max(this.write_block));
+            this.write_block = (this.write_block * 2).min(MAX_WRITE_BLOCK);
         }
         this.write_buf.extend_from_slice(&buf[..n]);
         let chunk = this.write_buf.split().freeze();
