@@ -1,6 +1,6 @@
 //! The HBONE wire format as plain types: the `CONNECT` request and its response, built into and
-//! parsed from `http` types without any socket. The h2 glue in [`crate::server`] and
-//! [`crate::client`] is a thin layer over these.
+//! parsed from `http` types without any socket. The h2 glue in [`HboneServer`](crate::HboneServer) and
+//! [`HboneClient`](crate::HboneClient) is a thin layer over these.
 //!
 //! Parsing never panics and returns a [`WireError`] that names what was wrong; policy (who may
 //! connect where) is not decided here.
