@@ -199,3 +199,62 @@ async fn keepalive_detects_a_hung_peer() {
     assert!(t0.elapsed() < Duration::from_secs(2));
     assert_eq!(client.pooled_connections(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_dial_per_key_is_shared_and_blocks_no_other_key() {
+    let pki = Pki::new();
+    let (target, _) = echo_upstream().await;
+    // A peer that accepts TCP and never answers the TLS handshake.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
+    let client =
+        pki.client(ClientConfig::default().with_handshake_timeout(Duration::from_millis(800)));
+
+    let waiting: Vec<_> = (0..50)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.connect(target, silent_addr, server_id()).await })
+        })
+        .collect();
+    // While that dial hangs, another peer (another pool key) is reachable at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    echo_once(&mut s, b"not blocked").await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    for w in waiting {
+        let err = w.await.unwrap().unwrap_err();
+        match err {
+            fipstun_hbone::Error::Dial(d) => {
+                assert_eq!(d.kind, fipstun_hbone::HandshakeFailure::Timeout)
+            }
+            other => panic!("expected a shared dial timeout, got {other}"),
+        }
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "50 concurrent streams to one key must share one dial"
+    );
+    assert_eq!(
+        client
+            .metrics()
+            .handshake_failures_of(fipstun_hbone::HandshakeFailure::Timeout),
+        1
+    );
+}
