@@ -328,7 +328,7 @@ impl HboneClient {
                     peer_id,
                     target,
                     inner.metrics.clone(),
-                    lease,
+                    crate::stream::Hold::Pool { _lease: lease },
                 ));
             }
         }

@@ -115,7 +115,10 @@ pub mod wire;
 
 pub use client::{ClientConfig, ExpectedPeer, HboneClient};
 pub use metrics::{HandshakeFailure, MetricsSnapshot};
-pub use server::{AllowAll, ConnectContext, Decision, Handler, HboneServer, ServerConfig};
+pub use server::{
+    AllowAll, ConnectContext, Decision, Handler, HboneServer, Incoming, PendingConnect,
+    ServerConfig,
+};
 pub use stream::HboneStream;
 pub use wire::{ConnectRequest, ConnectResponse, Rejection, WireError};
 

@@ -14,12 +14,12 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, Request};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::metrics::{HandshakeFailure, Metrics, MetricsSnapshot};
-use crate::stream::{copy_h2_to, copy_to_h2};
+use crate::stream::{HboneStream, Hold, copy_h2_to, copy_to_h2};
 use crate::wire::{Authority, ConnectRequest, ConnectResponse, HostnamePolicy, Rejection};
 use crate::{ALPN_H2, Error, H2Settings, TlsIdentity, classify_tls_error};
 
@@ -139,7 +139,8 @@ impl ConnectContext<'_> {
 /// The application's answer to a CONNECT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// Dial the target and, once connected, answer 200.
+    /// Dial the target and, once connected, answer 200 (in delivery mode: hand the CONNECT
+    /// to the application, see [`HboneServer::with_delivery`]).
     Allow,
     /// Answer 401 without dialing.
     Unauthorized,
@@ -193,6 +194,8 @@ struct ServerInner {
     metrics: Arc<Metrics>,
     connections: Arc<Semaphore>,
     state: watch::Sender<State>,
+    /// Delivery mode: allowed CONNECTs go to the application instead of being dialed.
+    deliver: Option<mpsc::Sender<PendingConnect>>,
 }
 
 impl fmt::Debug for HboneServer {
@@ -228,8 +231,32 @@ impl HboneServer {
                 handler: Arc::new(handler),
                 metrics: Arc::new(Metrics::default()),
                 state,
+                deliver: None,
             }),
         })
+    }
+
+    /// A server that hands allowed CONNECTs to the application instead of dialing their
+    /// targets: each arrives on the returned [`Incoming`] as a [`PendingConnect`], which the
+    /// application answers with [`PendingConnect::accept`] (200, then a byte stream) or
+    /// [`PendingConnect::reject`]. At most `queue` CONNECTs wait unanswered; beyond that, or
+    /// once [`Incoming`] is dropped, they get 503.
+    pub fn with_delivery(
+        tls: rustls::ServerConfig,
+        config: ServerConfig,
+        handler: impl Handler,
+        queue: usize,
+    ) -> Result<(Self, Incoming), Error> {
+        let server = Self::new(tls, config, handler)?;
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let inner = Arc::into_inner(server.inner).ok_or(Error::ShuttingDown)?;
+        let server = Self {
+            inner: Arc::new(ServerInner {
+                deliver: Some(tx),
+                ..inner
+            }),
+        };
+        Ok((server, Incoming { rx }))
     }
 
     /// A server presenting `identity`'s SVID to clients that pass `clients` (checked in the
@@ -346,8 +373,7 @@ impl HboneServer {
                             let peer_id = peer_id.clone();
                             let span = tracing::debug_span!("hbone_stream", stream = respond.stream_id().as_u32());
                             tokio::spawn(async move {
-                                server.handle_stream(req, respond, &peer_id, remote).await;
-                                drop(guard);
+                                server.handle_stream(req, respond, &peer_id, remote, guard).await;
                             }.instrument(span));
                         }
                         Some(Err(e)) => break Err(Error::Http2 { peer: remote, source: e }),
@@ -445,6 +471,7 @@ impl HboneServer {
         mut respond: SendResponse<Bytes>,
         peer_id: &SpiffeId,
         peer_addr: SocketAddr,
+        guard: StreamGuard,
     ) {
         let inner = &self.inner;
         let (parts, mut body) = req.into_parts();
@@ -477,6 +504,23 @@ impl HboneServer {
                 tracing::debug!(%peer_id, %target, "forbidden: 403");
                 return reject(&mut respond, Rejection::Forbidden);
             }
+        }
+        if let Some(deliver) = &inner.deliver {
+            let pending = PendingConnect {
+                respond: Some(respond),
+                body: Some(body),
+                request,
+                peer_id: peer_id.clone(),
+                peer_addr,
+                metrics: inner.metrics.clone(),
+                guard: Some(guard),
+            };
+            // A full queue or a dropped `Incoming` drops the pending CONNECT: 503.
+            if let Err(e) = deliver.try_send(pending) {
+                tracing::debug!(%target, "delivery queue full or closed: 503");
+                drop(e);
+            }
+            return;
         }
         let dial = async {
             match &target {
@@ -524,6 +568,7 @@ impl HboneServer {
             }
         }
         inner.metrics.stream_closed();
+        drop(guard);
     }
 
     /// Stop accepting, send GOAWAY on every connection, and let open streams finish for up to
@@ -558,7 +603,8 @@ struct ConnShared {
     idle_since: Mutex<Instant>,
 }
 
-struct StreamGuard(Arc<ConnShared>);
+/// Counts a stream against its connection while it lives (for the idle timeout).
+pub(crate) struct StreamGuard(Arc<ConnShared>);
 
 impl StreamGuard {
     fn new(shared: Arc<ConnShared>) -> Self {
@@ -572,5 +618,100 @@ impl Drop for StreamGuard {
         if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
+    }
+}
+
+/// The CONNECTs a server in delivery mode hands to the application
+/// ([`HboneServer::with_delivery`]).
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<PendingConnect>,
+}
+
+impl Incoming {
+    /// The next authorized CONNECT, or `None` once the server is gone.
+    pub async fn accept(&mut self) -> Option<PendingConnect> {
+        self.rx.recv().await
+    }
+}
+
+/// An authenticated, authorized CONNECT waiting for the application's answer. Dropping it
+/// unanswered answers 503, as if the target were unreachable.
+pub struct PendingConnect {
+    respond: Option<SendResponse<Bytes>>,
+    body: Option<RecvStream>,
+    request: ConnectRequest,
+    peer_id: SpiffeId,
+    peer_addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    guard: Option<StreamGuard>,
+}
+
+impl fmt::Debug for PendingConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingConnect")
+            .field("peer_id", &self.peer_id)
+            .field("peer_addr", &self.peer_addr)
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingConnect {
+    /// The client's SPIFFE ID, verified in the TLS handshake.
+    pub fn peer_id(&self) -> &SpiffeId {
+        &self.peer_id
+    }
+
+    /// The client's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The request: target and optional headers.
+    pub fn request(&self) -> &ConnectRequest {
+        &self.request
+    }
+
+    /// Answer 200 and take the tunnel as a byte stream. Fails if the client already gave up.
+    pub fn accept(mut self) -> Result<HboneStream, Error> {
+        let (Some(mut respond), Some(body), Some(guard)) =
+            (self.respond.take(), self.body.take(), self.guard.take())
+        else {
+            return Err(Error::ShuttingDown);
+        };
+        let send = respond
+            .send_response(ConnectResponse::established().to_http(), false)
+            .map_err(|source| Error::Http2 {
+                peer: self.peer_addr,
+                source,
+            })?;
+        Ok(HboneStream::new(
+            send,
+            body,
+            self.peer_addr,
+            self.peer_id.clone(),
+            self.request.target().clone(),
+            self.metrics.clone(),
+            Hold::Server { _guard: guard },
+        ))
+    }
+
+    /// Refuse with `rejection`'s status.
+    pub fn reject(mut self, rejection: Rejection) {
+        self.answer(rejection);
+    }
+
+    fn answer(&mut self, rejection: Rejection) {
+        if let Some(mut respond) = self.respond.take() {
+            self.metrics.stream_rejected();
+            let _ = respond.send_response(ConnectResponse::rejected(rejection).to_http(), true);
+        }
+    }
+}
+
+impl Drop for PendingConnect {
+    fn drop(&mut self) {
+        self.answer(Rejection::Unreachable);
     }
 }

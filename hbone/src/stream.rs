@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::client::ClientConn;
 use crate::metrics::Metrics;
 use crate::pool::Lease;
+use crate::server::StreamGuard;
 use crate::wire::Authority;
 
 /// Largest amount one `poll_write` hands to h2; h2 splits it into DATA frames of at most the
@@ -27,7 +28,9 @@ const MIN_WRITE_BLOCK: usize = 16 * 1024;
 /// The largest write block.
 const MAX_WRITE_BLOCK: usize = 256 * 1024;
 
-/// An established HBONE stream: the tunnelled TCP connection, as tokio I/O.
+/// An established HBONE stream: the tunnelled TCP connection, as tokio I/O. The client gets
+/// one from [`HboneClient::connect`](crate::HboneClient::connect); a server in delivery mode
+/// gets one from [`PendingConnect::accept`](crate::PendingConnect::accept).
 ///
 /// Reading returns the bytes the far end sent, then EOF when it half-closed (END_STREAM).
 /// [`AsyncWriteExt::shutdown`](tokio::io::AsyncWriteExt::shutdown) half-closes our direction
@@ -45,7 +48,21 @@ pub struct HboneStream {
     peer_id: SpiffeId,
     target: Authority,
     metrics: Arc<Metrics>,
-    _lease: Lease<ClientConn>,
+    _hold: Hold,
+}
+
+/// What an open stream keeps counted while it lives.
+pub(crate) enum Hold {
+    /// A stream slot on a pooled client connection.
+    Pool {
+        /// Released on drop.
+        _lease: Lease<ClientConn>,
+    },
+    /// A stream of a server connection (idle tracking).
+    Server {
+        /// Released on drop.
+        _guard: StreamGuard,
+    },
 }
 
 impl fmt::Debug for HboneStream {
@@ -67,7 +84,7 @@ impl HboneStream {
         peer_id: SpiffeId,
         target: Authority,
         metrics: Arc<Metrics>,
-        lease: Lease<ClientConn>,
+        hold: Hold,
     ) -> Self {
         metrics.stream_opened();
         Self {
@@ -82,11 +99,12 @@ impl HboneStream {
             peer_id,
             target,
             metrics,
-            _lease: lease,
+            _hold: hold,
         }
     }
 
-    /// The HBONE peer (the node that dialed the target for us).
+    /// The other end of the tunnel: the HBONE server we connected through (client side), or
+    /// the client that connected (server side).
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
     }
@@ -96,7 +114,7 @@ impl HboneStream {
         &self.peer_id
     }
 
-    /// The target this stream is connected to.
+    /// The target the CONNECT named.
     pub fn target(&self) -> &Authority {
         &self.target
     }
