@@ -4,7 +4,9 @@
 //! - [`wire`]: the CONNECT request and response as plain types, parsed and built without
 //!   sockets.
 //! - [`HboneServer`]: accepts mTLS + HTTP/2, asks a [`Handler`] per CONNECT, dials the target
-//!   and copies bytes both ways with half-close.
+//!   and copies bytes both ways with half-close; or, in delivery mode
+//!   ([`HboneServer::with_delivery`]), hands each authorized CONNECT to the application as a
+//!   [`PendingConnect`] to accept (200 and an [`HboneStream`]) or refuse.
 //! - [`HboneClient`]: opens [`HboneStream`]s (tokio `AsyncRead + AsyncWrite`) through a peer,
 //!   pooling connections.
 //!
