@@ -244,6 +244,8 @@ impl CryptoPolicy {
 
     /// Build a server config that requires and verifies client certificates with `verifier`
     /// and presents the certificate `resolver` gives. Fails unless the result is FIPS.
+    /// Session resumption is off, so every handshake runs `verifier` against the current
+    /// trust bundles and authorization.
     pub fn server_config(
         &self,
         verifier: Arc<dyn ClientCertVerifier>,
@@ -256,6 +258,10 @@ impl CryptoPolicy {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(resolver);
         config.require_ems = true;
+        // No resumption: a resumed session skips the client-certificate verifier, so a peer
+        // whose bundle or authorization was withdrawn could come back without a check.
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         check_server(&config)?;
         Ok(config)
     }
@@ -275,6 +281,8 @@ impl CryptoPolicy {
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(resolver);
         config.require_ems = true;
+        // Every handshake verifies the peer against the current bundles: no resumption.
+        config.resumption = rustls::client::Resumption::disabled();
         check_client(&config)?;
         Ok(config)
     }

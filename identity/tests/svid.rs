@@ -732,3 +732,37 @@ fn a_ca_cannot_be_loaded_for_another_trust_domain() {
         "{err:?}"
     );
 }
+
+#[test]
+fn configs_never_resume_so_every_handshake_is_verified() {
+    let ca = root("example.org");
+    let trust = TrustStore::new(bundles(&[&ca]));
+    let policy = CryptoPolicy::default();
+    let server = Arc::new(
+        server_config(
+            &policy,
+            trust.clone(),
+            Authorizer::trust_domains([td("example.org")]),
+            side(&ca, "spiffe://example.org/s").slot,
+        )
+        .unwrap(),
+    );
+    let client = Arc::new(
+        client_config(
+            &policy,
+            trust.clone(),
+            Authorizer::trust_domains([td("example.org")]),
+            side(&ca, "spiffe://example.org/c").slot,
+        )
+        .unwrap(),
+    );
+    assert_eq!(server.send_tls13_tickets, 0);
+    assert!(handshake((*client).clone(), (*server).clone()).is_ok());
+    // Withdraw the bundle: the next handshake with the same configs must fail, not resume.
+    trust.replace(BundleSet::new());
+    let (ce, _) = handshake((*client).clone(), (*server).clone()).unwrap_err();
+    assert_eq!(
+        svid_error(ce.as_ref().unwrap()),
+        Some(&SvidError::UntrustedTrustDomain(td("example.org")))
+    );
+}
