@@ -113,6 +113,7 @@ mod metrics;
 mod pool;
 mod server;
 mod stream;
+mod transport;
 pub mod wire;
 
 pub use client::{ClientConfig, ExpectedPeer, HboneClient};
@@ -122,6 +123,7 @@ pub use server::{
     ServerConfig,
 };
 pub use stream::HboneStream;
+pub use transport::{HboneListener, HboneRoute, HboneTransport};
 pub use wire::{ConnectRequest, ConnectResponse, Rejection, WireError};
 
 /// The ALPN protocol HBONE negotiates (RFC 9113 §3.2).
