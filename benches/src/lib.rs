@@ -1,6 +1,273 @@
-//! fipstun-benches: criterion benchmarks and the head-to-head scorecard harness.
+//! fipstun-benches: criterion benchmarks and the head-to-head harness.
 //!
-//! The benchmarks live in `benches/` beside this file and run with `cargo bench -p
-//! fipstun-benches`; they measure, they never assert timings. The library part will hold the
-//! workload code shared by the benches and the `fipstun scorecard` command, generic over the
-//! `Transport` trait once it exists (`../shared/DESIGN.md` §6).
+//! The benchmarks live in `benches/` beside this file (`./x bench` runs them and writes
+//! BENCHMARKS.md); they measure and never assert timings. This library holds what they share
+//! and what the `fipstun scorecard` command will use: loopback test servers ([`Sinks`]), the
+//! three backends set up the same way on 127.0.0.1 ([`plain`], [`hbone`], [`wireguard`]), and
+//! the workloads, generic over [`Transport`] ([`bulk`], [`round_trip`], [`stream_setup`]).
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let sinks = fipstun_benches::Sinks::start().await.unwrap();
+//! let t = fipstun_benches::plain();
+//! fipstun_benches::bulk(&t, sinks.discard, 1 << 20, 2).await.unwrap();
+//! # });
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fipstun_hbone::{
+    AllowAll, ClientConfig, HboneClient, HboneRoute, HboneServer, HboneTransport, ServerConfig,
+    TlsIdentity,
+};
+use fipstun_identity::bundle::{BundleSet, TrustStore};
+use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
+use fipstun_identity::keys::KeyAlgorithm;
+use fipstun_identity::policy::CryptoPolicy;
+use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+use fipstun_identity::tls::{Authorizer, SvidSlot, server_config};
+use fipstun_transport::{FipsRequirement, PlainTcp, Target, Transport};
+use fipstun_wireguard::{WgConfig, WgNode, WgPeer, WgPrivateKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// Loopback servers the workloads talk to through a tunnel.
+#[derive(Debug)]
+pub struct Sinks {
+    /// Echoes every byte.
+    pub echo: SocketAddr,
+    /// Reads to EOF and answers one byte (an acknowledgement, so a bulk run ends when the far
+    /// end has everything).
+    pub discard: SocketAddr,
+    tasks: JoinSet<()>,
+}
+
+impl Sinks {
+    /// Start both servers on 127.0.0.1.
+    pub async fn start() -> std::io::Result<Self> {
+        let mut tasks = JoinSet::new();
+        let echo = serve(&mut tasks, |mut s: TcpStream| async move {
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        })
+        .await?;
+        let discard = serve(&mut tasks, |mut s: TcpStream| async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    let _ = s.write_all(b"k").await;
+                    let _ = s.shutdown().await;
+                    return;
+                }
+            }
+        })
+        .await?;
+        Ok(Self {
+            echo,
+            discard,
+            tasks,
+        })
+    }
+}
+
+impl Drop for Sinks {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+async fn serve<F, Fut>(tasks: &mut JoinSet<()>, f: F) -> std::io::Result<SocketAddr>
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let f = Arc::new(f);
+    tasks.spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(f(s));
+        }
+    });
+    Ok(addr)
+}
+
+/// Plain loopback TCP: the baseline.
+pub fn plain() -> Arc<PlainTcp> {
+    Arc::new(PlainTcp)
+}
+
+/// An HBONE pair on loopback: a forwarding server (AllowAll) and a pooled client, both with
+/// SVIDs from one fresh embedded CA. The server task runs until the runtime ends.
+pub async fn hbone() -> Arc<HboneTransport> {
+    let td = TrustDomain::new("bench.test").expect("valid trust domain");
+    let ca = SvidIssuer::generate_root(
+        td.clone(),
+        KeyAlgorithm::EcdsaP256,
+        Duration::from_secs(86400),
+        IssuerConfig::default(),
+    )
+    .expect("CA");
+    let policy = CryptoPolicy::default();
+    let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
+    let slot = |path: &str| {
+        let id = SpiffeId::parse(&format!("spiffe://bench.test/{path}")).expect("valid ID");
+        let slot = Arc::new(SvidSlot::new());
+        slot.set(
+            &ca.issue(&id, KeyAlgorithm::EcdsaP256, None).expect("SVID"),
+            &policy,
+        )
+        .expect("FIPS key");
+        (id, slot)
+    };
+    let (server_id, server_slot) = slot("node");
+    let (_, client_slot) = slot("proxy");
+    let tls = server_config(
+        &policy,
+        trust.clone(),
+        Authorizer::trust_domains([td]),
+        server_slot,
+    )
+    .expect("server TLS");
+    let server = HboneServer::new(tls, ServerConfig::default(), AllowAll).expect("server");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let node = listener.local_addr().expect("addr");
+    tokio::spawn(async move { server.serve(listener).await });
+    let client = HboneClient::new(
+        TlsIdentity::new(policy, trust, client_slot),
+        ClientConfig::default(),
+    )
+    .expect("client");
+    Arc::new(
+        HboneTransport::new(client, policy, FipsRequirement::Required)
+            .expect("FIPS")
+            .with_default_route(HboneRoute::new(node, server_id)),
+    )
+}
+
+/// A WireGuard pair on loopback UDP: the client node routing everything through the server
+/// node, which forwards inbound streams to their targets. Keep the server alive while using
+/// the client.
+pub async fn wireguard() -> (Arc<WgNode>, WgNode) {
+    let (server_key, client_key) = (WgPrivateKey::generate(), WgPrivateKey::generate());
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    // Tunnel-internal addresses: they exist only inside the encrypted tunnel.
+    let server = WgNode::bind(
+        WgConfig::new(server_key.clone(), any, [10, 99, 8, 1].into())
+            .accepting_inbound()
+            .with_peer(
+                WgPeer::new(client_key.public_key())
+                    .with_allowed_ip("10.99.8.2/32".parse().expect("prefix")),
+            ),
+    )
+    .await
+    .expect("server node");
+    tokio::spawn(fipstun_transport::forward(server.listener()));
+    let client = WgNode::bind(
+        WgConfig::new(client_key, any, [10, 99, 8, 2].into()).with_peer(
+            WgPeer::new(server_key.public_key())
+                .with_endpoint(server.local_addr())
+                .with_allowed_ip("0.0.0.0/0".parse().expect("prefix")),
+        ),
+    )
+    .await
+    .expect("client node");
+    (Arc::new(client), server)
+}
+
+/// Move `total` bytes to the discard sink over `streams` concurrent tunnelled streams (each
+/// carries an equal share) and wait until the far end acknowledged all of it.
+pub async fn bulk<T: Transport>(
+    t: &Arc<T>,
+    discard: SocketAddr,
+    total: u64,
+    streams: usize,
+) -> Result<(), String> {
+    let share = total / streams.max(1) as u64;
+    let mut set = JoinSet::new();
+    for i in 0..streams.max(1) {
+        let t = t.clone();
+        set.spawn(async move {
+            let mut s = t
+                .connect(&Target::new(discard))
+                .await
+                .map_err(|e| format!("stream {i}: {e}"))?;
+            let chunk = vec![0x5au8; 256 * 1024];
+            let mut sent = 0u64;
+            while sent < share {
+                let n = (share - sent).min(chunk.len() as u64) as usize;
+                s.write_all(&chunk[..n])
+                    .await
+                    .map_err(|e| format!("stream {i} write: {e}"))?;
+                sent += n as u64;
+            }
+            s.shutdown()
+                .await
+                .map_err(|e| format!("stream {i} shutdown: {e}"))?;
+            let mut ack = [0u8; 1];
+            s.read_exact(&mut ack)
+                .await
+                .map_err(|e| format!("stream {i} ack: {e}"))?;
+            Ok::<(), String>(())
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// One request/response on an open echo stream: write `msg`, read as many bytes back.
+pub async fn round_trip<S>(s: &mut S, msg: &[u8], back: &mut [u8]) -> std::io::Result<()>
+where
+    S: AsyncReadExt + AsyncWriteExt + Unpin,
+{
+    s.write_all(msg).await?;
+    s.read_exact(&mut back[..msg.len()]).await?;
+    Ok(())
+}
+
+/// Open a stream to the echo sink, make one 1-byte round trip, close it: what a new
+/// connection costs on a warm tunnel (the pool for HBONE, the session for WireGuard).
+pub async fn stream_setup<T: Transport>(t: &T, echo: SocketAddr) -> Result<(), String> {
+    let mut s = t
+        .connect(&Target::new(echo))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut b = [0u8; 1];
+    round_trip(&mut s, b"x", &mut b)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness itself works through every backend (small sizes; the benches go big).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn workloads_run_through_all_three_backends() {
+        let sinks = Sinks::start().await.unwrap();
+        async fn all<T: Transport>(t: Arc<T>, sinks: &Sinks) {
+            bulk(&t, sinks.discard, 4 << 20, 4).await.unwrap();
+            stream_setup(&*t, sinks.echo).await.unwrap();
+            let mut s = t.connect(&Target::new(sinks.echo)).await.unwrap();
+            let mut back = [0u8; 1024];
+            round_trip(&mut s, &[7u8; 1024], &mut back).await.unwrap();
+            assert_eq!(back, [7u8; 1024]);
+        }
+        all(plain(), &sinks).await;
+        let h = hbone().await;
+        assert!(h.security().fips);
+        all(h, &sinks).await;
+        let (w, _server) = wireguard().await;
+        assert!(!w.security().fips);
+        all(w, &sinks).await;
+    }
+}

@@ -167,6 +167,21 @@ fn ratios(f: &BTreeMap<String, Measured>) -> Vec<Ratio> {
         Some(ns("record_16k/raw_aes256gcm_seal_open")? / ns("record_16k/tls13_aes256gcm_rustls")?)
     })();
     let issue = ns("svid_issue/sign_csr/p256").map(|t| 1e9 / t);
+    let vs_plain = |backend: &str| {
+        Some(
+            ns("tunnel_bulk/plain_tcp/1_streams")?
+                / ns(&format!("tunnel_bulk/{backend}/1_streams"))?,
+        )
+    };
+    let wg_data = (|| {
+        Some(
+            ns("data_1420/raw_chacha20poly1305_seal_open")?
+                / ns("data_1420/wireguard_encap_decap")?,
+        )
+    })();
+    let tls_vs_wg = (|| Some(ns("wireguard/handshake")? / ns("handshake/tls13_mtls_p256")?))();
+    let hbone_bulk = vs_plain("hbone_fips");
+    let wg_bulk = vs_plain("wireguard");
     vec![
         Ratio {
             name: "TLS 1.3 mTLS handshake rate / primitive bound",
@@ -181,6 +196,34 @@ fn ratios(f: &BTreeMap<String, Measured>) -> Vec<Ratio> {
             met: record.map(|r| r >= 0.80),
             value: record.map(|r| r * 100.0),
             how: "throughput ratio of record_16k/tls13_aes256gcm_rustls to record_16k/raw_aes256gcm_seal_open",
+        },
+        Ratio {
+            name: "WireGuard data packets (1420 B, encap+decap) / raw ChaCha20-Poly1305 seal+open",
+            target: "(no target) %",
+            met: None,
+            value: wg_data.map(|r| r * 100.0),
+            how: "throughput ratio of data_1420/wireguard_encap_decap to data_1420/raw_chacha20poly1305_seal_open",
+        },
+        Ratio {
+            name: "TLS 1.3 mTLS handshake rate / WireGuard handshake rate",
+            target: "(no target) %",
+            met: None,
+            value: tls_vs_wg.map(|r| r * 100.0),
+            how: "handshake/tls13_mtls_p256 against wireguard/handshake (both sides, in memory)",
+        },
+        Ratio {
+            name: "HBONE (FIPS mTLS) one-stream bulk / plain loopback TCP",
+            target: ">= 50%",
+            met: hbone_bulk.map(|r| r >= 0.50),
+            value: hbone_bulk.map(|r| r * 100.0),
+            how: "throughput ratio of tunnel_bulk/hbone_fips/1_streams to tunnel_bulk/plain_tcp/1_streams (64 MiB)",
+        },
+        Ratio {
+            name: "WireGuard backend one-stream bulk / plain loopback TCP",
+            target: "(no target) %",
+            met: None,
+            value: wg_bulk.map(|r| r * 100.0),
+            how: "throughput ratio of tunnel_bulk/wireguard/1_streams to tunnel_bulk/plain_tcp/1_streams",
         },
         Ratio {
             name: "SVIDs issued per second per core (CSR check + sign + encode, P-256)",
