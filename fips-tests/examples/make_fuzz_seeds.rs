@@ -65,6 +65,50 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
     fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
 }
 
+fn wireguard_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use gotatun::noise::index_table::IndexTable;
+    use gotatun::noise::rate_limiter::RateLimiter;
+    use gotatun::noise::{Tunn, TunnResult};
+    use gotatun::packet::{Packet, WgKind};
+    use gotatun::x25519::{PublicKey, StaticSecret};
+
+    let (a, b) = (StaticSecret::from([1u8; 32]), StaticSecret::from([2u8; 32]));
+    let (pa, pb) = (PublicKey::from(&a), PublicKey::from(&b));
+    let limiter = |p: &PublicKey| Arc::new(RateLimiter::new(p, 1 << 20));
+    let mut i = Tunn::new(a, pb, None, None, IndexTable::from_os_rng(), limiter(&pa));
+    let mut r = Tunn::new(b, pa, None, None, IndexTable::from_os_rng(), limiter(&pb));
+    let bytes_of = |k: WgKind| Packet::from(k).to_vec();
+    let parse = |b: &[u8]| {
+        Packet::from_bytes(bytes::BytesMut::from(b))
+            .try_into_wg()
+            .unwrap()
+    };
+    let init = bytes_of(i.format_handshake_initiation(false).unwrap().into());
+    let mut out = vec![("init", init.clone())];
+    let TunnResult::WriteToNetwork(resp) = r.handle_incoming_packet(parse(&init)) else {
+        panic!("responder refused")
+    };
+    let resp = bytes_of(resp);
+    out.push(("response", resp.clone()));
+    if let TunnResult::WriteToNetwork(ka) = i.handle_incoming_packet(parse(&resp)) {
+        out.push(("keepalive", bytes_of(ka)));
+    }
+    let mut syn = vec![0u8; 40];
+    syn[0] = 0x45;
+    syn[3] = 40;
+    syn[8] = 64;
+    syn[9] = 6;
+    syn[12..16].copy_from_slice(&[10, 99, 0, 1]);
+    syn[16..20].copy_from_slice(&[10, 99, 0, 2]);
+    syn[22..24].copy_from_slice(&80u16.to_be_bytes());
+    syn[32] = 0x50;
+    syn[33] = 0x02;
+    if let Ok(data) = i.encapsulate_with_session(Packet::copy_from(&syn[..])) {
+        out.push(("data-syn", bytes_of(data.into())));
+    }
+    out
+}
+
 fn main() {
     let f = seeds_pki();
     for (i, s) in [
@@ -121,6 +165,19 @@ fn main() {
     write("tls_client", "server-flight", &answer);
 
     write("pem_bundle", "root", f.ca.bundle().to_pem().as_bytes());
+
+    write(
+        "hbone_connect",
+        "full",
+        b"10.0.0.1:8080\xffuserId=alice\xff00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\xfffor=\"10.0.0.2\"",
+    );
+    write("hbone_connect", "v6", b"[fd00::1]:443");
+    write("hbone_connect", "hostname", b"db.example.org:5432");
+
+    // A WireGuard initiation and a data packet, from the keys the fuzz target's engine uses.
+    for (name, datagram) in wireguard_seeds() {
+        write("wireguard_datagram", name, &datagram);
+    }
     write("private_key", "pem", key.to_pem().as_bytes());
     write("private_key", "pem-p384", p384.to_pem().as_bytes());
 }

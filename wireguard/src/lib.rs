@@ -126,3 +126,9 @@ pub use error::WgError;
 pub use node::{BACKEND, CIPHER, NOISE_PROTOCOL, WgListener, WgNode, WgStats, security_info};
 pub use stream::WgStream;
 pub use udp::SocketBuffers;
+
+/// Parsers of the decrypted packets that arrive inside the tunnel (untrusted bytes from an
+/// authenticated peer), public for fuzzing and tests.
+pub mod inner_packet {
+    pub use crate::node::{destination, parse_syn};
+}

@@ -554,8 +554,9 @@ fn ip_of(a: IpAddress) -> IpAddr {
     }
 }
 
-/// The destination of an IP packet the stack produced.
-fn destination(p: &[u8]) -> Option<IpAddr> {
+/// The destination address of an IP packet (IPv4 or IPv6), or `None` if `p` is not one.
+/// Parses untrusted bytes: never panics.
+pub fn destination(p: &[u8]) -> Option<IpAddr> {
     match p.first()? >> 4 {
         4 => Some(IpAddr::V4(Ipv4Packet::new_checked(p).ok()?.dst_addr())),
         6 => Some(IpAddr::V6(Ipv6Packet::new_checked(p).ok()?.dst_addr())),
@@ -563,8 +564,9 @@ fn destination(p: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// `(source, destination)` if `p` is a TCP SYN opening a connection (SYN without ACK).
-pub(crate) fn parse_syn(p: &[u8]) -> Option<(IpEndpoint, IpEndpoint)> {
+/// `(source, destination)` if `p` is a TCP SYN opening a connection (SYN without ACK): how the
+/// inbound side learns a tunnelled stream's target. Parses untrusted bytes: never panics.
+pub fn parse_syn(p: &[u8]) -> Option<(IpEndpoint, IpEndpoint)> {
     let (src, dst, payload): (IpAddress, IpAddress, &[u8]) = match p.first()? >> 4 {
         4 => {
             let ip = Ipv4Packet::new_checked(p).ok()?;
