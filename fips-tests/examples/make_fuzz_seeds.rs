@@ -93,7 +93,7 @@ fn wireguard_seeds() -> Vec<(&'static str, Vec<u8>)> {
     if let TunnResult::WriteToNetwork(ka) = i.handle_incoming_packet(parse(&resp)) {
         out.push(("keepalive", bytes_of(ka)));
     }
-    let mut syn = vec![0u8; 40];
+    let mut syn = [0u8; 40];
     syn[0] = 0x45;
     syn[3] = 40;
     syn[8] = 64;
