@@ -32,11 +32,14 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("BENCHMARKS.md"));
     let mut found = BTreeMap::new();
     collect(&dir, &mut found);
+    let wg_go = dir
+        .parent()
+        .and_then(|target| read_json(&target.join("wg-go-compare.json")));
     if found.is_empty() {
         eprintln!("bench-report: no criterion results under {}", dir.display());
         std::process::exit(1);
     }
-    let text = render(&found);
+    let text = render(&found, wg_go.as_ref());
     if let Err(e) = std::fs::write(&out, text) {
         eprintln!("bench-report: cannot write {}: {e}", out.display());
         std::process::exit(1);
@@ -155,7 +158,7 @@ struct Ratio {
     met: Option<bool>,
 }
 
-fn ratios(f: &BTreeMap<String, Measured>) -> Vec<Ratio> {
+fn ratios(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> Vec<Ratio> {
     let ns = |id: &str| f.get(id).map(|m| m.mean_ns);
     let handshake = (|| {
         let bound = 2.0 * ns("ecdsa_p256/sign")?
@@ -181,6 +184,9 @@ fn ratios(f: &BTreeMap<String, Measured>) -> Vec<Ratio> {
     })();
     let tls_vs_wg = (|| Some(ns("wireguard/handshake")? / ns("handshake/tls13_mtls_p256")?))();
     let hbone_bulk = vs_plain("hbone_fips");
+    let ours_vs_go = wg_go.and_then(|v| {
+        Some(v["ours"]["gbit_per_s"].as_f64()? / v["wireguard_go"]["gbit_per_s"].as_f64()?)
+    });
     let wg_bulk = vs_plain("wireguard");
     vec![
         Ratio {
@@ -219,6 +225,13 @@ fn ratios(f: &BTreeMap<String, Measured>) -> Vec<Ratio> {
             how: "throughput ratio of tunnel_bulk/hbone_fips/1_streams to tunnel_bulk/plain_tcp/1_streams (64 MiB)",
         },
         Ratio {
+            name: "our WireGuard backend / wireguard-go, one bulk stream (x)",
+            target: ">= 2.5x",
+            met: ours_vs_go.map(|r| r >= 2.5),
+            value: ours_vs_go,
+            how: "benches/scripts/wg-go-compare.sh: ours on loopback vs wireguard-go <-> wireguard-go across two namespaces, same run",
+        },
+        Ratio {
             name: "WireGuard backend one-stream bulk / plain loopback TCP",
             target: "(no target) %",
             met: None,
@@ -235,7 +248,7 @@ fn ratios(f: &BTreeMap<String, Measured>) -> Vec<Ratio> {
     ]
 }
 
-fn render(f: &BTreeMap<String, Measured>) -> String {
+fn render(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> String {
     let (cpu, cores, kernel) = machine();
     let mut s = String::new();
     let _ = writeln!(s, "# fipstun benchmarks\n");
@@ -249,9 +262,10 @@ fn render(f: &BTreeMap<String, Measured>) -> String {
     let _ = writeln!(s, "## Targets\n");
     let _ = writeln!(s, "| ratio | measured | target | met | how |");
     let _ = writeln!(s, "|---|---|---|---|---|");
-    for r in ratios(f) {
+    for r in ratios(f, wg_go) {
         let value = match r.value {
             Some(v) if r.target.ends_with('%') => format!("{v:.1}%"),
+            Some(v) if r.target.ends_with('x') => format!("{v:.2}x"),
             Some(v) => format!("{v:.0} /s"),
             None => "not measured in this run".into(),
         };
@@ -270,6 +284,22 @@ fn render(f: &BTreeMap<String, Measured>) -> String {
     for (id, m) in f {
         let (group, name) = id.split_once('/').unwrap_or((id.as_str(), ""));
         groups.entry(group).or_default().push((name, m));
+    }
+    if let Some(v) = wg_go {
+        let _ = writeln!(s, "\n## wireguard-go comparison (one bulk stream)\n");
+        let _ = writeln!(s, "| side | bytes | seconds | Gbit/s |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for side in ["wireguard_go", "ours"] {
+            let x = &v[side];
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                x["backend"].as_str().unwrap_or(side),
+                x["bytes"],
+                x["seconds"],
+                x["gbit_per_s"]
+            );
+        }
     }
     for (group, rows) in groups {
         let _ = writeln!(s, "\n## {group}\n");
@@ -307,13 +337,15 @@ mod tests {
         f.insert("handshake/tls13_mtls_p256".into(), m(400_000.0));
         f.insert("record_16k/raw_aes256gcm_seal_open".into(), m(9_000.0));
         f.insert("record_16k/tls13_aes256gcm_rustls".into(), m(10_000.0));
-        let r = ratios(&f);
+        let r = ratios(&f, None);
         // bound = 40k + 200k + 60k = 300k ns; 300/400 = 75%.
         assert_eq!(r[0].value.map(|v| v.round()), Some(75.0));
         assert_eq!(r[0].met, Some(true));
         assert_eq!(r[1].value.map(|v| v.round()), Some(90.0));
         assert_eq!(r[2].value, None);
-        assert!(render(&f).contains("| TLS 1.3 mTLS handshake rate / primitive bound | 75.0% |"));
+        assert!(
+            render(&f, None).contains("| TLS 1.3 mTLS handshake rate / primitive bound | 75.0% |")
+        );
     }
 
     #[test]

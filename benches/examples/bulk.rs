@@ -1,0 +1,56 @@
+//! One bulk measurement through a backend on loopback, printed as JSON:
+//! `cargo run --release -p fipstun-benches --example bulk -- wireguard|hbone|plain [MiB]`.
+//! Used by `benches/scripts/wg-go-compare.sh` to put our WireGuard backend beside
+//! wireguard-go in one script run.
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::time::Instant;
+
+use fipstun_benches::{Sinks, bulk, hbone, plain, wireguard};
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let backend = args.next().unwrap_or_else(|| "wireguard".into());
+    let mib: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(512);
+    let sinks = Sinks::start().await.expect("sinks");
+    let bytes = mib << 20;
+    let run = async {
+        match backend.as_str() {
+            "plain" => {
+                let t = plain();
+                time(|| bulk(&t, sinks.discard, bytes, 1)).await
+            }
+            "hbone" => {
+                let t = hbone().await;
+                time(|| bulk(&t, sinks.discard, bytes, 1)).await
+            }
+            "wireguard" => {
+                let (t, _server) = wireguard().await;
+                time(|| bulk(&t, sinks.discard, bytes, 1)).await
+            }
+            other => Err(format!("unknown backend {other}")),
+        }
+    };
+    match run.await {
+        Ok(secs) => println!(
+            "{{\"backend\":\"{backend}\",\"bytes\":{bytes},\"seconds\":{secs:.4},\"gbit_per_s\":{:.3}}}",
+            bytes as f64 * 8.0 / secs / 1e9
+        ),
+        Err(e) => {
+            eprintln!("bulk: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn time<F, Fut>(f: F) -> Result<f64, String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    f().await?; // warm-up: handshake, windows
+    let start = Instant::now();
+    f().await?;
+    Ok(start.elapsed().as_secs_f64())
+}
