@@ -39,7 +39,13 @@ fn main() {
         eprintln!("bench-report: no criterion results under {}", dir.display());
         std::process::exit(1);
     }
-    let text = render(&found, wg_go.as_ref());
+    let latency = dir
+        .parent()
+        .and_then(|target| read_json(&target.join("latency.json")));
+    let mut text = render(&found, wg_go.as_ref());
+    if let Some(l) = latency {
+        text.push_str(&render_latency(&l));
+    }
     if let Err(e) = std::fs::write(&out, text) {
         eprintln!("bench-report: cannot write {}: {e}", out.display());
         std::process::exit(1);
@@ -317,6 +323,33 @@ fn render(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> String {
     s
 }
 
+/// Percentile table from examples/latency.rs's JSON.
+fn render_latency(l: &Value) -> String {
+    let mut s = String::from(
+        "\n## latency percentiles (examples/latency.rs, per operation)\n\n\
+         | backend | workload | n | p50 | p90 | p99 | p99.9 |\n|---|---|---|---|---|---|---|\n",
+    );
+    for backend in ["plain_tcp", "hbone_fips", "wireguard"] {
+        for workload in ["stream_setup", "rr_1k"] {
+            let x = &l[backend][workload];
+            if x.is_null() {
+                continue;
+            }
+            let us = |k: &str| x[k].as_f64().map_or("—".into(), |v| format!("{v:.1} µs"));
+            let _ = writeln!(
+                s,
+                "| {backend} | {workload} | {} | {} | {} | {} | {} |",
+                x["n"],
+                us("p50_us"),
+                us("p90_us"),
+                us("p99_us"),
+                us("p999_us")
+            );
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +379,22 @@ mod tests {
         assert!(
             render(&f, None).contains("| TLS 1.3 mTLS handshake rate / primitive bound | 75.0% |")
         );
+    }
+
+    #[test]
+    fn latency_table_lists_each_backend_and_workload() {
+        let l: Value = serde_json::from_str(
+            r#"{"hbone_fips":{"stream_setup":{"n":10,"p50_us":300.0,"p90_us":350.0,"p99_us":400.5,"p999_us":410.0}}}"#,
+        )
+        .unwrap();
+        let t = render_latency(&l);
+        assert!(
+            t.contains(
+                "| hbone_fips | stream_setup | 10 | 300.0 µs | 350.0 µs | 400.5 µs | 410.0 µs |"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("wireguard"));
     }
 
     #[test]
