@@ -8,7 +8,6 @@
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_lc_rs::aead::{
     AES_128_GCM, AES_256_GCM, Aad, Algorithm, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey,
@@ -19,12 +18,8 @@ use aws_lc_rs::signature::{
     UnparsedPublicKey,
 };
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fipstun_identity::bundle::{BundleSet, TrustStore};
-use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
-use fipstun_identity::keys::KeyAlgorithm;
-use fipstun_identity::policy::CryptoPolicy;
-use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
-use fipstun_identity::tls::{Authorizer, SvidSlot, client_config, server_config};
+use fipstun_benches::Pki;
+use fipstun_identity::tls::{client_config, server_config};
 use rustls::crypto::SupportedKxGroup;
 use rustls::crypto::aws_lc_rs::kx_group;
 use rustls::{ClientConnection, ServerConnection};
@@ -132,30 +127,22 @@ struct Pair {
 
 /// Our FIPS configs with SPIFFE verifiers and P-256 SVIDs from one root.
 fn pair() -> Pair {
-    let td = TrustDomain::new("bench.test").unwrap();
-    let ca = SvidIssuer::generate_root(
-        td.clone(),
-        KeyAlgorithm::EcdsaP256,
-        Duration::from_secs(86400),
-        IssuerConfig::default(),
-    )
-    .unwrap();
-    let policy = CryptoPolicy::default();
-    let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
-    let slot = |path: &str| {
-        let slot = Arc::new(SvidSlot::new());
-        let id = SpiffeId::parse(&format!("spiffe://bench.test/{path}")).unwrap();
-        slot.set(
-            &ca.issue(&id, KeyAlgorithm::EcdsaP256, None).unwrap(),
-            &policy,
-        )
-        .unwrap();
-        slot
-    };
-    let anyone = || Authorizer::trust_domains([td.clone()]);
+    let pki = Pki::new();
+    let client = client_config(
+        &pki.policy,
+        pki.trust.clone(),
+        pki.anyone(),
+        pki.slot("c").1,
+    );
+    let server = server_config(
+        &pki.policy,
+        pki.trust.clone(),
+        pki.anyone(),
+        pki.slot("s").1,
+    );
     Pair {
-        client: Arc::new(client_config(&policy, trust.clone(), anyone(), slot("c")).unwrap()),
-        server: Arc::new(server_config(&policy, trust, anyone(), slot("s")).unwrap()),
+        client: Arc::new(client.unwrap()),
+        server: Arc::new(server.unwrap()),
     }
 }
 

@@ -101,49 +101,81 @@ pub fn plain() -> Arc<PlainTcp> {
     Arc::new(PlainTcp)
 }
 
+/// A fresh embedded CA for `bench.test` with the FIPS policy and its trust store: what every
+/// FIPS bench needs to build SVIDs and rustls configs.
+pub struct Pki {
+    /// The trust domain (`bench.test`).
+    pub td: TrustDomain,
+    /// The FIPS crypto policy.
+    pub policy: CryptoPolicy,
+    /// The store holding the CA's bundle.
+    pub trust: TrustStore,
+    ca: SvidIssuer,
+}
+
+impl Pki {
+    /// A new root CA.
+    pub fn new() -> Self {
+        let td = TrustDomain::new("bench.test").expect("valid trust domain");
+        let ca = SvidIssuer::generate_root(
+            td.clone(),
+            KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(86400),
+            IssuerConfig::default(),
+        )
+        .expect("CA");
+        let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
+        Self {
+            td,
+            policy: CryptoPolicy::default(),
+            trust,
+            ca,
+        }
+    }
+
+    /// `spiffe://bench.test/<path>` and a slot holding a fresh P-256 SVID for it.
+    pub fn slot(&self, path: &str) -> (SpiffeId, Arc<SvidSlot>) {
+        let id = SpiffeId::parse(&format!("spiffe://bench.test/{path}")).expect("valid ID");
+        let slot = Arc::new(SvidSlot::new());
+        let svid = self
+            .ca
+            .issue(&id, KeyAlgorithm::EcdsaP256, None)
+            .expect("SVID");
+        slot.set(&svid, &self.policy).expect("FIPS key");
+        (id, slot)
+    }
+
+    /// Anyone in `bench.test`.
+    pub fn anyone(&self) -> Authorizer {
+        Authorizer::trust_domains([self.td.clone()])
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// An HBONE pair on loopback: a forwarding server (AllowAll) and a pooled client, both with
 /// SVIDs from one fresh embedded CA. The server task runs until the runtime ends.
 pub async fn hbone() -> Arc<HboneTransport> {
-    let td = TrustDomain::new("bench.test").expect("valid trust domain");
-    let ca = SvidIssuer::generate_root(
-        td.clone(),
-        KeyAlgorithm::EcdsaP256,
-        Duration::from_secs(86400),
-        IssuerConfig::default(),
-    )
-    .expect("CA");
-    let policy = CryptoPolicy::default();
-    let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
-    let slot = |path: &str| {
-        let id = SpiffeId::parse(&format!("spiffe://bench.test/{path}")).expect("valid ID");
-        let slot = Arc::new(SvidSlot::new());
-        slot.set(
-            &ca.issue(&id, KeyAlgorithm::EcdsaP256, None).expect("SVID"),
-            &policy,
-        )
-        .expect("FIPS key");
-        (id, slot)
-    };
-    let (server_id, server_slot) = slot("node");
-    let (_, client_slot) = slot("proxy");
-    let tls = server_config(
-        &policy,
-        trust.clone(),
-        Authorizer::trust_domains([td]),
-        server_slot,
-    )
-    .expect("server TLS");
+    let pki = Pki::new();
+    let (server_id, server_slot) = pki.slot("node");
+    let (_, client_slot) = pki.slot("proxy");
+    let tls = server_config(&pki.policy, pki.trust.clone(), pki.anyone(), server_slot)
+        .expect("server TLS");
     let server = HboneServer::new(tls, ServerConfig::default(), AllowAll).expect("server");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let node = listener.local_addr().expect("addr");
     tokio::spawn(async move { server.serve(listener).await });
     let client = HboneClient::new(
-        TlsIdentity::new(policy, trust, client_slot),
+        TlsIdentity::new(pki.policy, pki.trust.clone(), client_slot),
         ClientConfig::default(),
     )
     .expect("client");
     Arc::new(
-        HboneTransport::new(client, policy, FipsRequirement::Required)
+        HboneTransport::new(client, pki.policy, FipsRequirement::Required)
             .expect("FIPS")
             .with_default_route(HboneRoute::new(node, server_id)),
     )

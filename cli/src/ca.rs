@@ -127,23 +127,13 @@ fn init(a: InitArgs) -> Result<String, String> {
         IssuerConfig::default(),
     )
     .map_err(|e| e.to_string())?;
-    fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    write_file(
-        &a.out.join(CA_CHAIN),
-        ca.ca_chain_pem().as_bytes(),
-        false,
-        a.force,
-    )?;
-    write_file(
-        &a.out.join(CA_KEY),
-        ca.ca_key_pem().as_bytes(),
-        true,
-        a.force,
-    )?;
-    write_file(
-        &a.out.join(BUNDLE),
-        ca.bundle().to_pem().as_bytes(),
-        false,
+    write_pem_dir(
+        &a.out,
+        [
+            (CA_CHAIN, ca.ca_chain_pem()),
+            (BUNDLE, ca.bundle().to_pem()),
+        ],
+        (CA_KEY, &ca.ca_key_pem()),
         a.force,
     )?;
     Ok(format!(
@@ -184,23 +174,13 @@ fn issue(a: IssueArgs) -> Result<String, String> {
     let svid = ca
         .issue(&id, a.key_algorithm.into(), Some(a.ttl))
         .map_err(|e| e.to_string())?;
-    fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
-    write_file(
-        &a.out.join(SVID_CHAIN),
-        svid.chain_pem().as_bytes(),
-        false,
-        a.force,
-    )?;
-    write_file(
-        &a.out.join(SVID_KEY),
-        svid.key().to_pem().as_bytes(),
-        true,
-        a.force,
-    )?;
-    write_file(
-        &a.out.join(BUNDLE),
-        ca.bundle().to_pem().as_bytes(),
-        false,
+    write_pem_dir(
+        &a.out,
+        [
+            (SVID_CHAIN, svid.chain_pem()),
+            (BUNDLE, ca.bundle().to_pem()),
+        ],
+        (SVID_KEY, &svid.key().to_pem()),
         a.force,
     )?;
     let secs = svid
@@ -211,6 +191,20 @@ fn issue(a: IssueArgs) -> Result<String, String> {
         "issued an SVID for {id} valid for {secs} s in {}",
         a.out.display()
     ))
+}
+
+/// Create `dir` and write two public PEM files and one private one (mode 0600).
+fn write_pem_dir(
+    dir: &Path,
+    public: [(&str, String); 2],
+    (key_name, key_pem): (&str, &str),
+    force: bool,
+) -> Result<(), String> {
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for (name, pem) in public {
+        write_file(&dir.join(name), pem.as_bytes(), false, force)?;
+    }
+    write_file(&dir.join(key_name), key_pem.as_bytes(), true, force)
 }
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool, force: bool) -> Result<(), String> {
