@@ -533,7 +533,7 @@ fn mtls_between_two_identities_checks_both_in_the_handshake() {
         web.slot.clone(),
     )
     .unwrap();
-    let (c, s) = handshake(client, server).unwrap();
+    let (c, s) = handshake(client, server.clone()).unwrap();
     assert_eq!(
         peer_spiffe_id(&s).unwrap().istio().unwrap().service_account,
         "web"
@@ -549,13 +549,6 @@ fn mtls_between_two_identities_checks_both_in_the_handshake() {
         trust.clone(),
         Authorizer::ids([id("spiffe://example.org/ns/prod/sa/cache")]),
         web.slot.clone(),
-    )
-    .unwrap();
-    let server = server_config(
-        &policy,
-        trust.clone(),
-        Authorizer::trust_domains([td("example.org")]),
-        db.slot.clone(),
     )
     .unwrap();
     let (ce, _) = handshake(client, server).unwrap_err();
