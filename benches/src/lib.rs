@@ -14,6 +14,8 @@
 //! # });
 //! ```
 
+pub mod scorecard;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
