@@ -291,3 +291,39 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A raw mTLS connection to an HBONE server as `CLIENT_ID`, ALPN h2, for tests that speak
+/// HTTP/2 themselves (`h2` directly, or hand-made frames) instead of through `HboneClient`.
+pub async fn raw_tls(pki: &Pki, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let addr = tcp.peer_addr().unwrap();
+    let id = pki.identity(&client_id());
+    let mut cfg = fipstun_identity::tls::client_config(
+        &CryptoPolicy::default(),
+        id.trust.clone(),
+        Authorizer::ids([server_id()]),
+        id.svid.clone(),
+    )
+    .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
+/// An HTTP/2 client (the `h2` crate) on [`raw_tls`], its connection driven by a task; abort
+/// the task to drop the socket.
+pub async fn raw_h2(
+    pki: &Pki,
+    tcp: TcpStream,
+) -> (h2::client::SendRequest<bytes::Bytes>, JoinHandle<()>) {
+    let tls = raw_tls(pki, tcp).await;
+    let (send, conn) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, driver)
+}
