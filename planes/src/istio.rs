@@ -372,18 +372,15 @@ impl CaClient for IstioCaClient {
 pub fn ca_client_error(e: &Error) -> CaClientError {
     match e {
         Error::BadResponse { .. } => CaClientError::BadResponse(e.to_string()),
-        Error::Status { code, .. }
-            if matches!(
-                code,
+        Error::Status {
+            code:
                 tonic::Code::Unauthenticated
-                    | tonic::Code::PermissionDenied
-                    | tonic::Code::InvalidArgument
-                    | tonic::Code::FailedPrecondition
-                    | tonic::Code::Unimplemented
-            ) =>
-        {
-            CaClientError::Refused(e.to_string())
-        }
+                | tonic::Code::PermissionDenied
+                | tonic::Code::InvalidArgument
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::Unimplemented,
+            ..
+        } => CaClientError::Refused(e.to_string()),
         Error::Identity(_) | Error::EndpointAddress { .. } => CaClientError::Refused(e.to_string()),
         _ => CaClientError::Unavailable(e.to_string()),
     }

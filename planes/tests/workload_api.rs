@@ -1,0 +1,405 @@
+//! The Workload API client against a Workload API server started here on a Unix socket in a
+//! tempdir, serving SVIDs from the embedded CA.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
+use fipstun_identity::keys::{KeyAlgorithm, PrivateKey};
+use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+use fipstun_identity::svid::{Svid, SvidError};
+use fipstun_planes::proto::{
+    FETCH_X509_SVID, WORKLOAD_HEADER, X509Svid, X509SvidRequest, X509SvidResponse,
+};
+use fipstun_planes::workload::{
+    EndpointSocket, SourceStatus, WorkloadApiServer, WorkloadConfig, WorkloadX509Source,
+};
+use fipstun_planes::{Error, ResponseError};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::UnixListener;
+use tokio::sync::{oneshot, watch};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn ca(td: &str) -> SvidIssuer {
+    SvidIssuer::generate_root(
+        TrustDomain::new(td).unwrap(),
+        KeyAlgorithm::EcdsaP256,
+        Duration::from_secs(86400),
+        IssuerConfig::default(),
+    )
+    .unwrap()
+}
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+fn pkcs8(key: &PrivateKey) -> Vec<u8> {
+    match key.to_rustls() {
+        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        other => panic!("unexpected key form {other:?}"),
+    }
+}
+
+fn concat(certs: &[CertificateDer<'_>]) -> Vec<u8> {
+    certs.iter().flat_map(|c| c.to_vec()).collect()
+}
+
+fn entry(issuer: &SvidIssuer, svid: &Svid) -> X509Svid {
+    X509Svid {
+        spiffe_id: svid.id().to_string(),
+        x509_svid: concat(svid.chain()),
+        x509_svid_key: pkcs8(svid.key()),
+        bundle: concat(issuer.bundle().roots()),
+        hint: "internal".into(),
+    }
+}
+
+fn message(issuer: &SvidIssuer, svid: &Svid) -> X509SvidResponse {
+    X509SvidResponse {
+        svids: vec![entry(issuer, svid)],
+        ..Default::default()
+    }
+}
+
+struct Server {
+    updates: watch::Sender<Option<X509SvidResponse>>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+fn serve(path: &Path, first: Option<X509SvidResponse>) -> Server {
+    let listener = UnixListener::bind(path).unwrap();
+    let (updates, rx) = watch::channel(first);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(WorkloadApiServer::new(rx).serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        updates,
+        stop,
+        task,
+    }
+}
+
+impl Server {
+    async fn shut_down(self, path: &Path) {
+        // Dropping the sender ends the open streams; then the server drains and exits.
+        drop(self.updates);
+        let _ = self.stop.send(());
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("server stops")
+            .unwrap()
+            .unwrap();
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
+fn config(path: &Path) -> WorkloadConfig {
+    let mut c = WorkloadConfig::new(EndpointSocket::from_path(path));
+    c.initial_backoff = Duration::from_millis(50);
+    c.max_backoff = Duration::from_millis(400);
+    c
+}
+
+async fn wait_until(source: &WorkloadX509Source, what: &str, f: impl Fn(&SourceStatus) -> bool) {
+    let mut rx = source.subscribe();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if f(&rx.borrow_and_update()) {
+                return;
+            }
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}; status {:?}", source.status()));
+}
+
+fn served_leaf(source: &WorkloadX509Source) -> CertificateDer<'static> {
+    source
+        .slot()
+        .current()
+        .expect("an SVID is installed")
+        .certified
+        .cert[0]
+        .clone()
+}
+
+#[test]
+fn endpoint_socket_accepts_only_unix_socket_uris() {
+    assert_eq!(
+        EndpointSocket::parse("unix:///run/spire/agent.sock")
+            .unwrap()
+            .path(),
+        Path::new("/run/spire/agent.sock")
+    );
+    assert_eq!(
+        EndpointSocket::parse("unix:/run/spire/agent.sock")
+            .unwrap()
+            .path(),
+        Path::new("/run/spire/agent.sock")
+    );
+    for bad in [
+        "tcp://127.0.0.1:8081",
+        "unix://host/agent.sock",
+        "unix:relative.sock",
+        "/run/spire/agent.sock",
+        "unix:///a.sock?x=1",
+        "",
+    ] {
+        assert!(
+            matches!(
+                EndpointSocket::parse(bad),
+                Err(Error::EndpointAddress { .. })
+            ),
+            "{bad:?} should be refused"
+        );
+    }
+}
+
+#[tokio::test]
+async fn svids_arrive_and_rotations_are_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let web = id("spiffe://example.org/ns/prod/sa/web");
+    let first = issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let server = serve(&sock, Some(message(&issuer, &first)));
+
+    let source = WorkloadX509Source::start(config(&sock));
+    assert_eq!(source.wait_for_svid(WAIT).await.unwrap(), web);
+    assert_eq!(served_leaf(&source), first.chain()[0]);
+    let bundles = source.trust().current();
+    assert_eq!(
+        bundles.get(issuer.trust_domain()).unwrap().roots(),
+        issuer.bundle().roots()
+    );
+
+    // The agent rotates: the slot serves the new SVID without the client reconnecting.
+    let second = issuer.issue(&web, KeyAlgorithm::EcdsaP384, None).unwrap();
+    server.updates.send_replace(Some(message(&issuer, &second)));
+    wait_until(&source, "the rotation", |s| s.installed == 2).await;
+    assert_eq!(served_leaf(&source), second.chain()[0]);
+    let status = source.status();
+    assert_eq!((status.streams, status.refused), (1, 0));
+    server.shut_down(&sock).await;
+}
+
+#[tokio::test]
+async fn requests_without_the_security_header_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let svid = issuer
+        .issue(&id("spiffe://example.org/a"), KeyAlgorithm::EcdsaP256, None)
+        .unwrap();
+    let server = serve(&sock, Some(message(&issuer, &svid)));
+
+    let path = sock.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                tokio::net::UnixStream::connect(path)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for header in [None, Some("false")] {
+        let mut request = tonic::Request::new(X509SvidRequest {});
+        if let Some(v) = header {
+            request
+                .metadata_mut()
+                .insert(WORKLOAD_HEADER, v.parse().unwrap());
+        }
+        grpc.ready().await.unwrap();
+        let codec: tonic_prost::ProstCodec<X509SvidRequest, X509SvidResponse> = Default::default();
+        let status = grpc
+            .server_streaming(
+                request,
+                http::uri::PathAndQuery::from_static(FETCH_X509_SVID),
+                codec,
+            )
+            .await
+            .expect_err("refused without the header");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{header:?}");
+    }
+
+    // With the header the same server answers.
+    let mut request = tonic::Request::new(X509SvidRequest {});
+    request
+        .metadata_mut()
+        .insert(WORKLOAD_HEADER, "true".parse().unwrap());
+    grpc.ready().await.unwrap();
+    let codec: tonic_prost::ProstCodec<X509SvidRequest, X509SvidResponse> = Default::default();
+    let mut stream = grpc
+        .server_streaming(
+            request,
+            http::uri::PathAndQuery::from_static(FETCH_X509_SVID),
+            codec,
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.svids[0].spiffe_id, "spiffe://example.org/a");
+    drop(stream);
+    server.shut_down(&sock).await;
+}
+
+#[tokio::test]
+async fn the_client_reconnects_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let web = id("spiffe://example.org/web");
+    let first = issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let server = serve(&sock, Some(message(&issuer, &first)));
+    let source = WorkloadX509Source::start(config(&sock));
+    source.wait_for_svid(WAIT).await.unwrap();
+
+    server.shut_down(&sock).await;
+    wait_until(&source, "the loss to be noticed", |s| {
+        s.last_error.as_ref().is_some_and(Error::is_retryable)
+    })
+    .await;
+    // While the agent is down the last good SVID keeps being served.
+    assert_eq!(served_leaf(&source), first.chain()[0]);
+
+    let second = issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let server = serve(&sock, Some(message(&issuer, &second)));
+    wait_until(&source, "the reconnect", |s| s.installed == 2).await;
+    assert_eq!(served_leaf(&source), second.chain()[0]);
+    assert_eq!(source.status().streams, 2);
+    server.shut_down(&sock).await;
+}
+
+#[tokio::test]
+async fn a_missing_agent_is_a_connect_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = WorkloadX509Source::start(config(&dir.path().join("nobody.sock")));
+    let err = source
+        .wait_for_svid(Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(source.slot().current().is_none());
+}
+
+#[tokio::test]
+async fn bad_updates_are_refused_and_the_previous_svid_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let web = id("spiffe://example.org/web");
+    let good = issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let server = serve(&sock, Some(message(&issuer, &good)));
+    let mut cfg = config(&sock);
+    cfg.expected_id = Some(web.clone());
+    let source = WorkloadX509Source::start(cfg);
+    source.wait_for_svid(WAIT).await.unwrap();
+
+    let fresh = || issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let other = id("spiffe://example.org/db");
+    let mut cases: Vec<(&str, X509SvidResponse, fn(&ResponseError) -> bool)> = Vec::new();
+
+    cases.push(("no SVID", X509SvidResponse::default(), |e| {
+        *e == ResponseError::NoSvid
+    }));
+
+    let mut m = message(&issuer, &fresh());
+    m.svids[0].x509_svid.clear();
+    cases.push(("empty chain", m, |e| *e == ResponseError::EmptyChain));
+
+    // The entry claims web, but the certificate is for db.
+    let db = issuer.issue(&other, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let mut m = message(&issuer, &db);
+    m.svids[0].spiffe_id = web.to_string();
+    cases.push(("wrong SAN", m, |e| {
+        matches!(e, ResponseError::IdMismatch { certified, .. } if certified.as_str() == "spiffe://example.org/db")
+    }));
+
+    // A valid SVID, but not the identity this workload is configured to take.
+    cases.push(("unexpected identity", message(&issuer, &db), |e| {
+        matches!(e, ResponseError::UnexpectedId { got, .. } if got == "spiffe://example.org/db")
+    }));
+
+    let expired = issuer
+        .issue_at(
+            &web,
+            KeyAlgorithm::EcdsaP256,
+            Some(Duration::from_secs(60)),
+            SystemTime::now() - Duration::from_secs(3600),
+        )
+        .unwrap();
+    cases.push(("expired", message(&issuer, &expired), |e| {
+        matches!(e, ResponseError::Invalid(SvidError::Expired { .. }))
+    }));
+
+    let mut m = message(&issuer, &fresh());
+    m.svids[0].x509_svid_key = pkcs8(&PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap());
+    cases.push(("key mismatch", m, |e| *e == ResponseError::KeyMismatch));
+
+    let ed25519 =
+        aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+            .unwrap();
+    let mut m = message(&issuer, &fresh());
+    m.svids[0].x509_svid_key = ed25519.as_ref().to_vec();
+    cases.push(("Ed25519 key", m, |e| {
+        matches!(e, ResponseError::UnsupportedKey(_))
+    }));
+
+    // Signed by a CA of the same name that is not in the bundle sent along.
+    let impostor = ca("example.org");
+    let mut m = message(
+        &issuer,
+        &impostor.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap(),
+    );
+    m.svids[0].bundle = concat(issuer.bundle().roots());
+    cases.push(("foreign issuer", m, |e| {
+        matches!(e, ResponseError::Invalid(SvidError::UnknownIssuer(_)))
+    }));
+
+    let mut m = message(&issuer, &fresh());
+    m.svids[0].x509_svid.truncate(40);
+    cases.push(("truncated chain", m, |e| {
+        matches!(e, ResponseError::MalformedCertificate(_))
+    }));
+
+    let mut m = message(&issuer, &fresh());
+    m.svids[0].bundle.clear();
+    cases.push(("no bundle", m, |e| {
+        matches!(e, ResponseError::BadBundle { .. })
+    }));
+
+    for (n, (name, bad, expected)) in cases.into_iter().enumerate() {
+        server.updates.send_replace(Some(bad));
+        wait_until(&source, name, |s| s.refused == n as u64 + 1).await;
+        let status = source.status();
+        match &status.last_error {
+            Some(Error::BadResponse { reason, .. }) => {
+                assert!(expected(reason), "{name}: unexpected reason {reason:?}")
+            }
+            other => panic!("{name}: expected a refused response, got {other:?}"),
+        }
+        assert_eq!(
+            served_leaf(&source),
+            good.chain()[0],
+            "{name}: SVID replaced"
+        );
+        assert_eq!(status.installed, 1, "{name}");
+    }
+
+    // A good update after all that is taken.
+    let next = fresh();
+    server.updates.send_replace(Some(message(&issuer, &next)));
+    wait_until(&source, "the good update", |s| s.installed == 2).await;
+    assert_eq!(served_leaf(&source), next.chain()[0]);
+    server.shut_down(&sock).await;
+}
