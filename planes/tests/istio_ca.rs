@@ -1,0 +1,455 @@
+//! The Istio CA API client against fipstun's own Istio CA API server (embedded CA), both over
+//! FIPS TLS on 127.0.0.1, and against a misbehaving server.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use fipstun_identity::bundle::{BundleSet, TrustStore};
+use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
+use fipstun_identity::keys::{KeyAlgorithm, PrivateKey, csr_for};
+use fipstun_identity::manager::{
+    BoxFuture, CaClient, CaClientError, Clock, IdentityManager, ManagerConfig, SignRequest,
+};
+use fipstun_identity::policy::CryptoPolicy;
+use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+use fipstun_identity::svid::{Svid, SvidError};
+use fipstun_identity::tls::{Authorizer, SvidSlot};
+use fipstun_planes::istio::{
+    BearerToken, CallerConnection, EmbeddedIstioCa, IstioCaClient, IstioCaClientConfig,
+    IstioCaServer, IstioCertificateService, ServerAuth, TokenTable,
+};
+use fipstun_planes::proto::{IstioCertificateRequest, IstioCertificateResponse};
+use fipstun_planes::{Error, ResponseError};
+use rustls_pki_types::CertificateDer;
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(20);
+const TOKEN: &str = "web-service-account-token";
+
+fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+fn web() -> SpiffeId {
+    id("spiffe://example.org/ns/prod/sa/web")
+}
+
+fn istiod() -> SpiffeId {
+    id("spiffe://example.org/ns/istio-system/sa/istiod")
+}
+
+fn issuer() -> Arc<SvidIssuer> {
+    let config = IssuerConfig {
+        min_ttl: Duration::from_secs(2),
+        max_ttl: Duration::from_secs(3600),
+        default_ttl: Duration::from_secs(3600),
+        // No backdating, so a 4 s certificate has a 4 s life and renews within seconds.
+        backdate: Duration::ZERO,
+    };
+    Arc::new(
+        SvidIssuer::generate_root(
+            TrustDomain::new("example.org").unwrap(),
+            KeyAlgorithm::EcdsaP256,
+            Duration::from_secs(86400),
+            config,
+        )
+        .unwrap(),
+    )
+}
+
+struct Plane {
+    issuer: Arc<SvidIssuer>,
+    trust: TrustStore,
+    addr: SocketAddr,
+}
+
+/// A CA server on 127.0.0.1 presenting istiod's SVID, serving `service`.
+async fn start(issuer: Arc<SvidIssuer>, service: Arc<dyn IstioCertificateService>) -> Plane {
+    let policy = CryptoPolicy::default();
+    let trust = TrustStore::new(BundleSet::new().with(issuer.bundle().clone()));
+    let slot = Arc::new(SvidSlot::new());
+    slot.set(
+        &issuer
+            .issue(&istiod(), KeyAlgorithm::EcdsaP256, None)
+            .unwrap(),
+        &policy,
+    )
+    .unwrap();
+    let tls = IstioCaServer::tls_config(
+        &policy,
+        trust.clone(),
+        Authorizer::trust_domains([issuer.trust_domain().clone()]),
+        slot,
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(IstioCaServer::new(service).serve(
+        listener,
+        Arc::new(tls),
+        std::future::pending(),
+    ));
+    Plane {
+        issuer,
+        trust,
+        addr,
+    }
+}
+
+async fn embedded() -> Plane {
+    let issuer = issuer();
+    let ca = EmbeddedIstioCa::new(issuer.clone(), TokenTable::new().with(TOKEN, web()));
+    start(issuer, Arc::new(ca)).await
+}
+
+fn client_config(plane: &Plane, token: BearerToken) -> IstioCaClientConfig {
+    let mut c = IstioCaClientConfig::new(
+        plane.addr.to_string(),
+        ServerAuth::Spiffe {
+            trust: plane.trust.clone(),
+            authorizer: Authorizer::ids([istiod()]),
+        },
+    );
+    c.token = token;
+    c
+}
+
+fn client(plane: &Plane, token: BearerToken) -> IstioCaClient {
+    IstioCaClient::new(client_config(plane, token)).unwrap()
+}
+
+fn request_for(id: &SpiffeId) -> (SignRequest, PrivateKey) {
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let request = SignRequest {
+        csr: csr_for(id, &key).unwrap(),
+        id: id.clone(),
+        ttl: Some(Duration::from_secs(600)),
+    };
+    (request, key)
+}
+
+fn status_code(result: Result<Vec<CertificateDer<'static>>, Error>) -> tonic::Code {
+    match result {
+        Err(Error::Status { code, .. }) => code,
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_embedded_ca_issues_over_the_istio_api() {
+    let plane = embedded().await;
+    let client = client(&plane, BearerToken::Static(TOKEN.into()));
+    let (request, key) = request_for(&web());
+    let chain = client.sign_checked(&request).await.unwrap();
+    // Leaf first, the root (sent last by the server) stripped.
+    assert_eq!(chain.len(), 1);
+    let svid = Svid::new(chain, key).unwrap();
+    assert_eq!(svid.id(), &web());
+    let life = svid.not_after().duration_since(svid.not_before()).unwrap();
+    assert_eq!(life, Duration::from_secs(600));
+
+    // The raw answer is leaf then CA root, as PEM.
+    let raw = client
+        .create_certificate(IstioCertificateRequest {
+            csr: pem(&request.csr),
+            validity_duration: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(raw.cert_chain.len(), 2);
+    assert_eq!(raw.cert_chain[1], plane.issuer.bundle().to_pem());
+}
+
+fn pem(csr_der: &[u8]) -> String {
+    // Go through the client-facing encoder the server decodes: rustls-pki-types' parser.
+    let b64 = base64(csr_der);
+    format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n")
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = c
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                A[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn identity_manager_renews_through_the_istio_ca_client() {
+    let plane = embedded().await;
+    let ca = Arc::new(client(&plane, BearerToken::Static(TOKEN.into())));
+    let config = ManagerConfig {
+        ttl: Some(Duration::from_secs(4)),
+        jitter_seed: Some(7),
+        ..ManagerConfig::default()
+    };
+    let manager = IdentityManager::start(ca, config, Clock::system());
+    let slot = manager.fetch(&web()).await.unwrap();
+    let first = slot.current().unwrap().certified.cert[0].clone();
+    tokio::time::timeout(WAIT, async {
+        while manager.metrics().renewals < 3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no renewals: {:?}", manager.metrics()));
+    let now = slot.current().unwrap();
+    assert_ne!(now.certified.cert[0], first, "renewal swapped the SVID");
+    assert_eq!(now.id, web());
+    assert_eq!(manager.metrics().failures, 0);
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_token_is_refused() {
+    let plane = embedded().await;
+    let (request, _) = request_for(&web());
+    let wrong = client(&plane, BearerToken::Static("not-the-token".into()));
+    assert_eq!(
+        status_code(wrong.sign_checked(&request).await),
+        tonic::Code::Unauthenticated
+    );
+    let none = client(&plane, BearerToken::None);
+    assert_eq!(
+        status_code(none.sign_checked(&request).await),
+        tonic::Code::Unauthenticated
+    );
+    // Through the CaClient trait the manager sees a refusal (waits, does not hammer).
+    assert!(matches!(
+        wrong.sign(request).await,
+        Err(CaClientError::Refused(_))
+    ));
+
+    let manager =
+        IdentityManager::start(Arc::new(wrong), ManagerConfig::default(), Clock::system());
+    let err = tokio::time::timeout(WAIT, manager.fetch(&web()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, fipstun_identity::Error::Ca(CaClientError::Refused(_))),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_file_is_read_per_request() {
+    let plane = embedded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("istio-token");
+    let client = client(&plane, BearerToken::File(file.clone()));
+    let (request, _) = request_for(&web());
+    assert!(matches!(
+        client.sign_checked(&request).await,
+        Err(Error::Token { .. })
+    ));
+    std::fs::write(&file, format!("{TOKEN}\n")).unwrap();
+    client.sign_checked(&request).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_csr_for_another_identity_is_refused() {
+    let plane = embedded().await;
+    let client = client(&plane, BearerToken::Static(TOKEN.into()));
+    let (request, _) = request_for(&id("spiffe://example.org/ns/prod/sa/db"));
+    assert_eq!(
+        status_code(client.sign_checked(&request).await),
+        tonic::Code::PermissionDenied
+    );
+    let (request, _) = request_for(&id("spiffe://other.org/ns/prod/sa/web"));
+    assert_eq!(
+        status_code(client.sign_checked(&request).await),
+        tonic::Code::PermissionDenied
+    );
+    let garbage = client
+        .create_certificate(IstioCertificateRequest {
+            csr: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+                .into(),
+            validity_duration: 60,
+        })
+        .await;
+    assert!(matches!(
+        garbage,
+        Err(Error::Status {
+            code: tonic::Code::InvalidArgument,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn a_client_svid_authenticates_renewals_without_a_token() {
+    let plane = embedded().await;
+    let client = client(&plane, BearerToken::None);
+    let slot = Arc::new(SvidSlot::new());
+    slot.set(
+        &plane
+            .issuer
+            .issue(&web(), KeyAlgorithm::EcdsaP256, None)
+            .unwrap(),
+        &CryptoPolicy::default(),
+    )
+    .unwrap();
+    client.present_client_svid(slot);
+    let (request, _) = request_for(&web());
+    client.sign_checked(&request).await.unwrap();
+    // The SVID binds the caller just as a token does.
+    let (request, _) = request_for(&id("spiffe://example.org/ns/prod/sa/db"));
+    assert_eq!(
+        status_code(client.sign_checked(&request).await),
+        tonic::Code::PermissionDenied
+    );
+}
+
+#[tokio::test]
+async fn a_server_with_another_identity_is_not_trusted() {
+    let plane = embedded().await;
+    let mut config = client_config(&plane, BearerToken::Static(TOKEN.into()));
+    config.server_auth = ServerAuth::Spiffe {
+        trust: plane.trust.clone(),
+        authorizer: Authorizer::ids([id("spiffe://example.org/ns/istio-system/sa/other")]),
+    };
+    let client = IstioCaClient::new(config).unwrap();
+    let (request, _) = request_for(&web());
+    let err = client.sign_checked(&request).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Connect { .. }
+                | Error::Status {
+                    code: tonic::Code::Unavailable,
+                    ..
+                }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(
+        fipstun_planes::istio::ca_client_error(&err),
+        CaClientError::Unavailable(_)
+    ));
+}
+
+/// A CA that answers whatever the test put in `answer`, and records who called.
+struct Scripted {
+    answer: Mutex<IstioCertificateResponse>,
+    callers: Mutex<Vec<Option<CallerConnection>>>,
+}
+
+impl IstioCertificateService for Scripted {
+    fn create_certificate(
+        &self,
+        request: tonic::Request<IstioCertificateRequest>,
+    ) -> BoxFuture<'_, Result<tonic::Response<IstioCertificateResponse>, tonic::Status>> {
+        self.callers
+            .lock()
+            .unwrap()
+            .push(request.extensions().get::<CallerConnection>().cloned());
+        let answer = self.answer.lock().unwrap().clone();
+        Box::pin(async move { Ok(tonic::Response::new(answer)) })
+    }
+}
+
+fn pem_chain(certs: &[CertificateDer<'_>]) -> Vec<String> {
+    certs
+        .iter()
+        .map(|c| {
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                base64(c)
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn bad_responses_are_refused_by_the_client() {
+    let issuer = issuer();
+    let scripted = Arc::new(Scripted {
+        answer: Mutex::new(IstioCertificateResponse::default()),
+        callers: Mutex::new(Vec::new()),
+    });
+    let plane = start(issuer.clone(), scripted.clone()).await;
+    let client = client(&plane, BearerToken::Static(TOKEN.into()));
+    let (request, _) = request_for(&web());
+
+    let other = issuer
+        .issue(
+            &id("spiffe://example.org/ns/prod/sa/db"),
+            KeyAlgorithm::EcdsaP256,
+            None,
+        )
+        .unwrap();
+    let expired = issuer
+        .issue_at(
+            &web(),
+            KeyAlgorithm::EcdsaP256,
+            Some(Duration::from_secs(60)),
+            SystemTime::now() - Duration::from_secs(3600),
+        )
+        .unwrap();
+    let impostor = SvidIssuer::generate_root(
+        TrustDomain::new("example.org").unwrap(),
+        KeyAlgorithm::EcdsaP256,
+        Duration::from_secs(86400),
+        IssuerConfig::default(),
+    )
+    .unwrap()
+    .issue(&web(), KeyAlgorithm::EcdsaP256, None)
+    .unwrap();
+
+    let cases: Vec<(&str, Vec<String>, fn(&ResponseError) -> bool)> = vec![
+        ("empty chain", Vec::new(), |e| {
+            *e == ResponseError::EmptyChain
+        }),
+        (
+            "wrong SAN",
+            pem_chain(other.chain()),
+            |e| matches!(e, ResponseError::UnexpectedId { got, .. } if got == "spiffe://example.org/ns/prod/sa/db"),
+        ),
+        ("expired", pem_chain(expired.chain()), |e| {
+            matches!(e, ResponseError::Invalid(SvidError::Expired { .. }))
+        }),
+        ("foreign issuer", pem_chain(impostor.chain()), |e| {
+            matches!(e, ResponseError::Invalid(SvidError::UnknownIssuer(_)))
+        }),
+        ("not PEM", vec!["hello".into()], |e| {
+            matches!(e, ResponseError::MalformedCertificate(_))
+        }),
+    ];
+    for (name, chain, expected) in cases {
+        *scripted.answer.lock().unwrap() = IstioCertificateResponse { cert_chain: chain };
+        match client.sign_checked(&request).await {
+            Err(Error::BadResponse { reason, .. }) => {
+                assert!(expected(&reason), "{name}: unexpected reason {reason:?}")
+            }
+            other => panic!("{name}: expected a refused response, got {other:?}"),
+        }
+        assert!(
+            matches!(
+                client.sign(request.clone()).await,
+                Err(CaClientError::BadResponse(_))
+            ),
+            "{name}"
+        );
+    }
+
+    // The server saw the caller's TLS connection (no client SVID on a token-only client).
+    let callers = scripted.callers.lock().unwrap();
+    assert!(!callers.is_empty());
+    assert!(
+        callers
+            .iter()
+            .all(|c| c.as_ref().is_some_and(|c| c.peer_id.is_none()))
+    );
+}
