@@ -24,6 +24,9 @@ use fipstun_planes::{Error, ResponseError};
 use rustls_pki_types::CertificateDer;
 use tokio::net::TcpListener;
 
+/// Whether a refusal has the expected reason.
+type Verdict = fn(&ResponseError) -> bool;
+
 const WAIT: Duration = Duration::from_secs(20);
 const TOKEN: &str = "web-service-account-token";
 
@@ -408,7 +411,7 @@ async fn bad_responses_are_refused_by_the_client() {
     .issue(&web(), KeyAlgorithm::EcdsaP256, None)
     .unwrap();
 
-    let cases: Vec<(&str, Vec<String>, fn(&ResponseError) -> bool)> = vec![
+    let cases: Vec<(&str, Vec<String>, Verdict)> = vec![
         ("empty chain", Vec::new(), |e| {
             *e == ResponseError::EmptyChain
         }),

@@ -19,6 +19,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::UnixListener;
 use tokio::sync::{oneshot, watch};
 
+/// Whether a refusal has the expected reason.
+type Verdict = fn(&ResponseError) -> bool;
+
 const WAIT: Duration = Duration::from_secs(15);
 
 fn ca(td: &str) -> SvidIssuer {
@@ -307,7 +310,7 @@ async fn bad_updates_are_refused_and_the_previous_svid_stays() {
 
     let fresh = || issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
     let other = id("spiffe://example.org/db");
-    let mut cases: Vec<(&str, X509SvidResponse, fn(&ResponseError) -> bool)> = Vec::new();
+    let mut cases: Vec<(&str, X509SvidResponse, Verdict)> = Vec::new();
 
     cases.push(("no SVID", X509SvidResponse::default(), |e| {
         *e == ResponseError::NoSvid
