@@ -454,3 +454,305 @@ mod tests {
         );
     }
 }
+
+/// Random operation sequences against a model of what the pool must do. The pool is sans-IO
+/// (connections are any [`Pooled`]), so no sockets and no runtime are needed.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A connection whose peer can lower or raise SETTINGS_MAX_CONCURRENT_STREAMS and send
+    /// GOAWAY at any time.
+    struct Peer {
+        local_cap: usize,
+        peer_max: Arc<AtomicUsize>,
+        usable: Arc<AtomicBool>,
+    }
+
+    impl Pooled for Peer {
+        fn usable(&self) -> bool {
+            self.usable.load(Ordering::Relaxed)
+        }
+        fn stream_cap(&self) -> usize {
+            self.local_cap.min(self.peer_max.load(Ordering::Relaxed))
+        }
+    }
+
+    type P = Pool<u8, Peer, String>;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Checkout(u8),
+        /// A dial finishes; the peer's first SETTINGS allow `peer_max` streams.
+        Complete {
+            ticket: usize,
+            local_cap: usize,
+            peer_max: usize,
+        },
+        Fail(usize),
+        /// The dialing task is cancelled (its ticket dropped).
+        Cancel(usize),
+        Release(usize),
+        GoAway(usize),
+        PeerSettings(usize, usize),
+        /// The connection's driver saw an error or a keepalive timeout.
+        Evict(usize),
+        /// The driver's idle check, long after the last stream.
+        IdleCheck(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            5 => (0..3u8).prop_map(Op::Checkout),
+            2 => (any::<usize>(), 1..4usize, 1..5usize).prop_map(|(ticket, local_cap, peer_max)| {
+                Op::Complete { ticket, local_cap, peer_max }
+            }),
+            1 => any::<usize>().prop_map(Op::Fail),
+            1 => any::<usize>().prop_map(Op::Cancel),
+            3 => any::<usize>().prop_map(Op::Release),
+            1 => any::<usize>().prop_map(Op::GoAway),
+            1 => (any::<usize>(), 0..5usize).prop_map(|(c, m)| Op::PeerSettings(c, m)),
+            1 => any::<usize>().prop_map(Op::Evict),
+            1 => any::<usize>().prop_map(Op::IdleCheck),
+        ]
+    }
+
+    /// What the pool should know about one connection.
+    struct ConnModel {
+        key: u8,
+        slot: Arc<Slot<Peer>>,
+        local_cap: usize,
+        peer_max: Arc<AtomicUsize>,
+        usable: Arc<AtomicBool>,
+        in_pool: bool,
+        leases: usize,
+    }
+
+    impl ConnModel {
+        fn cap(&self) -> usize {
+            self.local_cap.min(self.peer_max.load(Ordering::Relaxed))
+        }
+        fn usable(&self) -> bool {
+            self.usable.load(Ordering::Relaxed)
+        }
+    }
+
+    #[derive(Default)]
+    struct Model {
+        conns: Vec<ConnModel>,
+        /// (index into `conns`, the lease).
+        leases: Vec<(usize, Lease<Peer>)>,
+        tickets: Vec<(u8, DialTicket<u8, Peer, String>)>,
+        /// (ticket id, the receiver a Wait handed out).
+        waiters: Vec<(u64, watch::Receiver<DialOutcome<String>>)>,
+        dialing: HashMap<u8, u64>,
+    }
+
+    impl Model {
+        fn conn_of(&self, slot: &Arc<Slot<Peer>>) -> usize {
+            self.conns
+                .iter()
+                .position(|c| Arc::ptr_eq(&c.slot, slot))
+                .expect("the pool handed out a connection it never got")
+        }
+
+        fn waiters_of(&mut self, id: u64) -> Vec<watch::Receiver<DialOutcome<String>>> {
+            let (of, rest) = std::mem::take(&mut self.waiters)
+                .into_iter()
+                .partition(|(t, _)| *t == id);
+            self.waiters = rest;
+            of.into_iter().map(|(_, rx)| rx).collect()
+        }
+
+        fn apply(&mut self, pool: &P, op: Op) {
+            match op {
+                Op::Checkout(key) => {
+                    // The pool drops connections that cannot take streams any more here.
+                    for c in self.conns.iter_mut().filter(|c| c.key == key) {
+                        if c.in_pool && !c.usable() {
+                            c.in_pool = false;
+                        }
+                    }
+                    let room = self
+                        .conns
+                        .iter()
+                        .any(|c| c.key == key && c.in_pool && c.leases < c.cap());
+                    match pool.checkout(&key) {
+                        Checkout::Ready(lease) => {
+                            let i = self.conn_of(lease.slot());
+                            let c = &mut self.conns[i];
+                            assert_eq!(c.key, key, "a connection of another key");
+                            assert!(c.in_pool, "an evicted connection was handed out");
+                            assert!(c.usable(), "a GOAWAY'd connection was handed out");
+                            assert!(
+                                c.leases < c.cap(),
+                                "stream {} on a connection allowing {}",
+                                c.leases + 1,
+                                c.cap()
+                            );
+                            c.leases += 1;
+                            self.leases.push((i, lease));
+                        }
+                        Checkout::Dial(ticket) => {
+                            assert!(!room, "dialing although a connection has room");
+                            assert_eq!(
+                                self.dialing.insert(key, ticket.id()),
+                                None,
+                                "a second dial in flight for one key"
+                            );
+                            self.tickets.push((key, ticket));
+                        }
+                        Checkout::Wait(rx) => {
+                            assert!(!room, "waiting although a connection has room");
+                            let id = *self.dialing.get(&key).expect("waiting on no dial");
+                            self.waiters.push((id, rx));
+                        }
+                    }
+                }
+                Op::Complete {
+                    ticket,
+                    local_cap,
+                    peer_max,
+                } => {
+                    if self.tickets.is_empty() {
+                        return;
+                    }
+                    let (key, t) = self.tickets.swap_remove(ticket % self.tickets.len());
+                    let id = t.id();
+                    let peer_max = Arc::new(AtomicUsize::new(peer_max));
+                    let usable = Arc::new(AtomicBool::new(true));
+                    let lease = t.complete(Peer {
+                        local_cap,
+                        peer_max: peer_max.clone(),
+                        usable: usable.clone(),
+                    });
+                    assert_eq!(lease.slot().id(), id);
+                    assert_eq!(self.dialing.remove(&key), Some(id));
+                    self.conns.push(ConnModel {
+                        key,
+                        slot: lease.slot().clone(),
+                        local_cap,
+                        peer_max,
+                        usable,
+                        in_pool: true,
+                        leases: 1,
+                    });
+                    self.leases.push((self.conns.len() - 1, lease));
+                    for rx in self.waiters_of(id) {
+                        assert_eq!(*rx.borrow(), Some(Ok(())), "a waiter missed the dial");
+                    }
+                }
+                Op::Fail(t) | Op::Cancel(t) if self.tickets.is_empty() => {
+                    let _ = t;
+                }
+                Op::Fail(t) => {
+                    let (key, t) = self.tickets.swap_remove(t % self.tickets.len());
+                    let id = t.id();
+                    t.fail("refused".into());
+                    assert_eq!(self.dialing.remove(&key), Some(id));
+                    for rx in self.waiters_of(id) {
+                        assert_eq!(*rx.borrow(), Some(Err("refused".to_string())));
+                    }
+                }
+                Op::Cancel(t) => {
+                    let (key, t) = self.tickets.swap_remove(t % self.tickets.len());
+                    let id = t.id();
+                    drop(t);
+                    assert_eq!(self.dialing.remove(&key), Some(id));
+                    for rx in self.waiters_of(id) {
+                        // The sender is gone: the waiter wakes and checks out again.
+                        assert!(rx.has_changed().is_err());
+                        assert_eq!(*rx.borrow(), None);
+                    }
+                }
+                Op::Release(l) => {
+                    if self.leases.is_empty() {
+                        return;
+                    }
+                    let (i, lease) = self.leases.swap_remove(l % self.leases.len());
+                    drop(lease);
+                    self.conns[i].leases -= 1;
+                }
+                Op::GoAway(c) | Op::PeerSettings(c, _) | Op::Evict(c) | Op::IdleCheck(c)
+                    if self.conns.is_empty() =>
+                {
+                    let _ = c;
+                }
+                Op::GoAway(c) => {
+                    let n = self.conns.len();
+                    self.conns[c % n].usable.store(false, Ordering::Relaxed);
+                }
+                Op::PeerSettings(c, max) => {
+                    let n = self.conns.len();
+                    self.conns[c % n].peer_max.store(max, Ordering::Relaxed);
+                }
+                Op::Evict(c) => {
+                    let n = self.conns.len();
+                    let c = &mut self.conns[c % n];
+                    pool.evict(&c.key, c.slot.id());
+                    c.in_pool = false;
+                }
+                Op::IdleCheck(c) => {
+                    let n = self.conns.len();
+                    let c = &mut self.conns[c % n];
+                    let later = Instant::now() + Duration::from_secs(3600);
+                    let got = pool.evict_if_idle(&c.key, c.slot.id(), Duration::ZERO, later);
+                    let want = match (c.in_pool, c.leases) {
+                        (false, _) => IdleCheck::Gone,
+                        (true, 0) => IdleCheck::Evicted,
+                        (true, _) => IdleCheck::Busy,
+                    };
+                    assert_eq!(got, want);
+                    if want == IdleCheck::Evicted {
+                        c.in_pool = false;
+                    }
+                }
+            }
+        }
+
+        fn check(&self, pool: &P) {
+            for c in &self.conns {
+                assert_eq!(c.slot.active(), c.leases, "stream count drifted");
+                assert_eq!(c.slot.is_closed(), !c.in_pool);
+            }
+            assert_eq!(
+                pool.total_connections(),
+                self.conns.iter().filter(|c| c.in_pool).count()
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn pool_bookkeeping_matches_the_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let pool = P::new();
+            let mut model = Model::default();
+            for op in ops {
+                model.apply(&pool, op);
+                model.check(&pool);
+            }
+            // Everything ends: streams close, dials are abandoned, idle connections age out.
+            model.leases.clear();
+            model.tickets.clear();
+            for c in &mut model.conns {
+                c.leases = 0;
+            }
+            model.check(&pool);
+            let later = Instant::now() + Duration::from_secs(3600);
+            for c in &model.conns {
+                let r = pool.evict_if_idle(&c.key, c.slot.id(), Duration::ZERO, later);
+                let want = if c.in_pool { IdleCheck::Evicted } else { IdleCheck::Gone };
+                prop_assert_eq!(r, want);
+            }
+            prop_assert_eq!(pool.total_connections(), 0);
+            // And no dial is left marked in flight: each key dials afresh.
+            for key in 0..3u8 {
+                prop_assert_eq!(pool.connections(&key), 0);
+                prop_assert!(matches!(pool.checkout(&key), Checkout::Dial(_)));
+            }
+        }
+    }
+}
