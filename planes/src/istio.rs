@@ -661,9 +661,21 @@ impl IstioCaServer {
         authorizer: Authorizer,
         slot: Arc<SvidSlot>,
     ) -> Result<rustls::ServerConfig, Error> {
+        Self::tls_config_with_resolver(policy, trust, authorizer, slot)
+    }
+
+    /// [`IstioCaServer::tls_config`] presenting whatever `resolver` gives: for example a
+    /// certificate with the DNS SAN `istiod.istio-system.svc`, which Istio's own agents verify
+    /// istiod by. Keys are still loaded and used under the FIPS policy.
+    pub fn tls_config_with_resolver(
+        policy: &CryptoPolicy,
+        trust: TrustStore,
+        authorizer: Authorizer,
+        resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    ) -> Result<rustls::ServerConfig, Error> {
         let verifier = Arc::new(OptionalClientAuth(SpiffeVerifier::new(trust, authorizer)));
         let mut config = policy
-            .server_config(verifier, slot)
+            .server_config(verifier, resolver)
             .map_err(|e| Error::Identity(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         check_server(&config).map_err(|e| Error::Identity(e.to_string()))?;

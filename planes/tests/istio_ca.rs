@@ -456,3 +456,86 @@ async fn bad_responses_are_refused_by_the_client() {
             .all(|c| c.as_ref().is_some_and(|c| c.peer_id.is_none()))
     );
 }
+
+/// istiod's usual serving certificate: a DNS SAN under a WebPKI-style root, not an SVID.
+fn dns_named_server(
+    policy: &CryptoPolicy,
+) -> (CertificateDer<'static>, Arc<rustls::sign::SingleCertAndKey>) {
+    let root_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut root = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    root.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let issuer = rcgen::Issuer::new(root, root_key);
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["istiod.istio-system.svc".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let certified =
+        rustls::sign::CertifiedKey::from_der(vec![leaf.der().clone()], key, &policy.provider())
+            .unwrap();
+    (root_cert.der().clone(), Arc::new(certified.into()))
+}
+
+#[tokio::test]
+async fn istiod_is_verified_by_dns_name_against_configured_roots() {
+    let policy = CryptoPolicy::default();
+    let issuer = issuer();
+    let trust = TrustStore::new(BundleSet::new().with(issuer.bundle().clone()));
+    let (root, resolver) = dns_named_server(&policy);
+    let tls = IstioCaServer::tls_config_with_resolver(
+        &policy,
+        trust.clone(),
+        Authorizer::trust_domains([issuer.trust_domain().clone()]),
+        resolver,
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let ca = EmbeddedIstioCa::new(issuer.clone(), TokenTable::new().with(TOKEN, web()));
+    tokio::spawn(IstioCaServer::new(Arc::new(ca)).serve(
+        listener,
+        Arc::new(tls),
+        std::future::pending(),
+    ));
+    let (request, _) = request_for(&web());
+
+    let mut config = IstioCaClientConfig::new(
+        addr.to_string(),
+        ServerAuth::DnsName {
+            roots: vec![root.clone()],
+        },
+    );
+    config.token = BearerToken::Static(TOKEN.into());
+    config.issued_trust = Some(trust.clone());
+    let client = IstioCaClient::new(config.clone()).unwrap();
+    assert_eq!(client.sign_checked(&request).await.unwrap().len(), 1);
+
+    // Another name, or roots that did not sign the server's certificate: no connection.
+    let mut wrong_name = config.clone();
+    wrong_name.server_name = "istiod.other.svc".into();
+    let mut wrong_root = config.clone();
+    wrong_root.server_auth = ServerAuth::DnsName {
+        roots: vec![issuer.bundle().roots()[0].clone()],
+    };
+    for bad in [wrong_name, wrong_root] {
+        let err = IstioCaClient::new(bad)
+            .unwrap()
+            .sign_checked(&request)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Connect { .. }
+                    | Error::Status {
+                        code: tonic::Code::Unavailable,
+                        ..
+                    }
+            ),
+            "{err:?}"
+        );
+    }
+}
