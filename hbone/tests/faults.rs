@@ -130,9 +130,9 @@ async fn client_reset_mid_stream_closes_the_upstream_and_the_server_keeps_servin
     });
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
 
-    // SO_LINGER 0: closing the socket sends RST instead of FIN (RFC 793 abort).
+    // SO_LINGER 0 (`set_zero_linger`): closing the socket sends RST instead of FIN.
     let sock = tcp(srv.addr).await;
-    sock.set_linger(Some(Duration::ZERO)).unwrap();
+    sock.set_zero_linger().unwrap();
     let (send, driver) = raw_h2(&pki, sock).await;
     let mut ready = send.ready().await.unwrap();
     let (resp, mut up) = ready
@@ -183,7 +183,7 @@ async fn upstream_reset_mid_stream_resets_only_that_stream() {
         let mut buf = [0u8; 5];
         s.read_exact(&mut buf).await.unwrap();
         s.write_all(b"partial").await.unwrap();
-        s.set_linger(Some(Duration::ZERO)).unwrap();
+        s.set_zero_linger().unwrap();
         drop(s);
     });
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
