@@ -406,3 +406,40 @@ async fn bad_updates_are_refused_and_the_previous_svid_stays() {
     assert_eq!(served_leaf(&source), next.chain()[0]);
     server.shut_down(&sock).await;
 }
+
+#[tokio::test]
+async fn messages_over_the_size_bound_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let svid = issuer
+        .issue(
+            &id("spiffe://example.org/web"),
+            KeyAlgorithm::EcdsaP256,
+            None,
+        )
+        .unwrap();
+    let mut big = message(&issuer, &svid);
+    big.crl = vec![vec![0u8; 64 * 1024]];
+    let server = serve(&sock, Some(big));
+    let mut cfg = config(&sock);
+    cfg.max_message_bytes = 16 * 1024;
+    let source = WorkloadX509Source::start(cfg);
+    wait_until(&source, "the oversized message to be refused", |s| {
+        s.last_error.is_some() && s.streams >= 1
+    })
+    .await;
+    assert!(
+        matches!(
+            source.status().last_error,
+            Some(Error::Status {
+                code: tonic::Code::OutOfRange,
+                ..
+            })
+        ),
+        "{:?}",
+        source.status()
+    );
+    assert!(source.slot().current().is_none());
+    server.shut_down(&sock).await;
+}
