@@ -312,20 +312,32 @@ impl IstioCaClient {
             request.metadata_mut().insert("clusterid", cluster.clone());
         }
         let mut grpc = self.grpc.clone();
-        grpc.ready().await.map_err(|e| Error::Connect {
-            endpoint: self.endpoint.clone(),
-            reason: e.to_string(),
-        })?;
-        let codec: ProstCodec<IstioCertificateRequest, IstioCertificateResponse> =
-            ProstCodec::default();
-        grpc.unary(
-            request,
-            PathAndQuery::from_static(CREATE_CERTIFICATE),
-            codec,
-        )
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| Error::status(&self.endpoint, &s))
+        let call = async {
+            grpc.ready().await.map_err(|e| Error::Connect {
+                endpoint: self.endpoint.clone(),
+                reason: e.to_string(),
+            })?;
+            let codec: ProstCodec<IstioCertificateRequest, IstioCertificateResponse> =
+                ProstCodec::default();
+            grpc.unary(
+                request,
+                PathAndQuery::from_static(CREATE_CERTIFICATE),
+                codec,
+            )
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Error::status(&self.endpoint, &s))
+        };
+        // grpc-timeout asks the server to give up; this makes sure we do too, connect included.
+        tokio::time::timeout(self.request_timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Status {
+                    endpoint: self.endpoint.clone(),
+                    code: tonic::Code::DeadlineExceeded,
+                    message: format!("no answer within {:?}", self.request_timeout),
+                })
+            })
     }
 
     /// Ask for a certificate for `request` and check the answer: PEM chain well-formed, leaf an

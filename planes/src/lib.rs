@@ -17,24 +17,48 @@
 //! All TLS is rustls with identity's FIPS policy (AWS-LC FIPS module); tonic's own TLS features
 //! are off. Message sizes are bounded (4 MiB by default).
 //!
-//! Take SVIDs from a SPIRE agent and build a server config once:
+//! Serve SVIDs from the embedded CA on a Workload API socket, take them with the client, and
+//! build a server config once (against a SPIRE agent, use `EndpointSocket::from_env()`):
 //!
-//! ```no_run
-//! use fipstun_identity::{policy::CryptoPolicy, tls::{server_config, Authorizer}};
-//! use fipstun_planes::workload::{EndpointSocket, WorkloadConfig, WorkloadX509Source};
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use fipstun_identity::{ca::*, keys::KeyAlgorithm, policy::CryptoPolicy, spiffe::*, tls::*};
+//! use fipstun_planes::proto::{X509Svid, X509SvidResponse};
+//! use fipstun_planes::workload::*;
+//! use rustls_pki_types::PrivateKeyDer;
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let source = WorkloadX509Source::start(WorkloadConfig::new(EndpointSocket::from_env()?));
-//! source.wait_for_svid(std::time::Duration::from_secs(30)).await?;
-//! let me = source.slot().current().unwrap().id.clone();
-//! let config = server_config(
-//!     &CryptoPolicy::default(),
-//!     source.trust(),
-//!     Authorizer::trust_domains([me.trust_domain()]),
-//!     source.slot(),
-//! )?;
-//! // Rotations pushed by the agent swap the SVID and bundles inside `config`.
-//! # let _ = config; Ok(()) }
+//! let ca = SvidIssuer::generate_root(TrustDomain::new("example.org")?, KeyAlgorithm::EcdsaP256,
+//!     Duration::from_secs(86400), IssuerConfig::default())?;
+//! let web = SpiffeId::parse("spiffe://example.org/ns/prod/sa/web")?;
+//! let svid = ca.issue(&web, KeyAlgorithm::EcdsaP256, None)?;
+//! let PrivateKeyDer::Pkcs8(key) = svid.key().to_rustls() else { unreachable!() };
+//! let update = X509SvidResponse {
+//!     svids: vec![X509Svid {
+//!         spiffe_id: web.to_string(),
+//!         x509_svid: svid.chain().iter().flat_map(|c| c.to_vec()).collect(),
+//!         x509_svid_key: key.secret_pkcs8_der().to_vec(),
+//!         bundle: ca.bundle().roots()[0].to_vec(),
+//!         hint: String::new(),
+//!     }],
+//!     ..Default::default()
+//! };
+//!
+//! // The agent side.
+//! let dir = tempfile::tempdir()?;
+//! let socket = EndpointSocket::parse(&format!("unix://{}/agent.sock", dir.path().display()))?;
+//! let (_updates, rx) = tokio::sync::watch::channel(Some(update));
+//! let listener = tokio::net::UnixListener::bind(socket.path())?;
+//! tokio::spawn(WorkloadApiServer::new(rx).serve(listener, std::future::pending()));
+//!
+//! // The workload side: checked updates land in the slot and trust store the config reads.
+//! let source = WorkloadX509Source::start(WorkloadConfig::new(socket));
+//! assert_eq!(source.wait_for_svid(Duration::from_secs(10)).await?, web);
+//! let config = server_config(&CryptoPolicy::default(), source.trust(),
+//!     Authorizer::trust_domains([web.trust_domain()]), source.slot())?;
+//! assert!(config.fips());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
 //! ```
 //!
 //! [`SvidSlot`]: fipstun_identity::tls::SvidSlot
