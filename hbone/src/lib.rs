@@ -123,7 +123,7 @@ pub use server::{
     ServerConfig,
 };
 pub use stream::HboneStream;
-pub use transport::{HboneListener, HboneRoute, HboneTransport};
+pub use transport::{HboneListener, HboneRoute, HboneTransport, security_info};
 pub use wire::{ConnectRequest, ConnectResponse, Rejection, WireError};
 
 /// The ALPN protocol HBONE negotiates (RFC 9113 §3.2).

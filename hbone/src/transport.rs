@@ -42,8 +42,9 @@ impl HboneRoute {
     }
 }
 
-/// The security every HBONE connection has under the FIPS policy.
-fn hbone_security(policy: &CryptoPolicy) -> SecurityInfo {
+/// The security every HBONE connection has under `policy`: what [`HboneTransport::security`]
+/// and [`HboneListener::security`] report, available without building either.
+pub fn security_info(policy: &CryptoPolicy) -> SecurityInfo {
     let negotiable = policy.negotiable();
     SecurityInfo {
         backend: "hbone",
@@ -86,7 +87,7 @@ impl HboneTransport {
         policy: CryptoPolicy,
         requirement: FipsRequirement,
     ) -> Result<Self, TransportError> {
-        let security = hbone_security(&policy);
+        let security = security_info(&policy);
         requirement.check(&security)?;
         Ok(Self {
             client,
@@ -169,7 +170,7 @@ impl HboneListener {
     pub fn new(incoming: Incoming, policy: &CryptoPolicy) -> Self {
         Self {
             incoming: Mutex::new(incoming),
-            security: hbone_security(policy),
+            security: security_info(policy),
         }
     }
 }

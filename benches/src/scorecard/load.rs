@@ -495,7 +495,9 @@ mod tests {
                 _ => sinks.echo,
             };
             let progress = Arc::new(AtomicU64::new(0));
-            let m = run(w, addr, window, &procs, progress.clone()).await.unwrap();
+            let m = run(w, addr, window, &procs, progress.clone())
+                .await
+                .unwrap();
             assert_eq!(m.errors, 0, "{w:?}");
             assert!(m.wall_s >= 0.4, "{w:?}: {}", m.wall_s);
             assert!(progress.load(Ordering::Relaxed) > 0);

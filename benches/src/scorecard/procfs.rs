@@ -75,7 +75,12 @@ pub fn cpu_times(pid: Pid) -> io::Result<CpuTimes> {
 /// Parse `/proc/<pid>/stat`: fields 14 and 15 (utime, stime) counted after the command name,
 /// which sits in parentheses and may itself contain spaces and parentheses.
 pub fn parse_stat(stat: &str, ticks_per_second: u64) -> io::Result<CpuTimes> {
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc/<pid>/stat format");
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected /proc/<pid>/stat format",
+        )
+    };
     let rest = &stat[stat.rfind(')').ok_or_else(bad)? + 1..];
     // After ") " come field 3 (state) onwards; utime is field 14, stime field 15.
     let fields: Vec<&str> = rest.split_whitespace().collect();

@@ -37,14 +37,14 @@ fn title(w: &Workload) -> String {
             "Bulk upload, {streams} stream{}",
             if *streams == 1 { "" } else { "s" }
         ),
-        Workload::StreamSetup { concurrency } => format!(
-            "Stream setup (connect + 1-byte round trip + close), {concurrency} in parallel"
-        ),
+        Workload::StreamSetup { concurrency } => {
+            format!("Stream setup (connect + 1-byte round trip + close), {concurrency} in parallel")
+        }
     }
 }
 
 /// The measurement for workload index `i` of every backend.
-fn column<'a>(s: &'a Scorecard, i: usize) -> Vec<(&'a BackendResult, &'a Measurement)> {
+fn column(s: &Scorecard, i: usize) -> Vec<(&BackendResult, &Measurement)> {
     s.backends
         .iter()
         .filter_map(|b| b.results.get(i).map(|m| (b, m)))
@@ -52,7 +52,11 @@ fn column<'a>(s: &'a Scorecard, i: usize) -> Vec<(&'a BackendResult, &'a Measure
 }
 
 fn workload_count(s: &Scorecard) -> usize {
-    s.backends.iter().map(|b| b.results.len()).max().unwrap_or(0)
+    s.backends
+        .iter()
+        .map(|b| b.results.len())
+        .max()
+        .unwrap_or(0)
 }
 
 pub(super) fn table(s: &Scorecard) -> String {
@@ -104,7 +108,12 @@ pub(super) fn table(s: &Scorecard) -> String {
                 );
                 for (b, m) in &col {
                     let rel = base
-                        .map(|p| format!("{:.0}%", 100.0 * m.bytes_per_sec() / p.bytes_per_sec().max(1e-9)))
+                        .map(|p| {
+                            format!(
+                                "{:.0}%",
+                                100.0 * m.bytes_per_sec() / p.bytes_per_sec().max(1e-9)
+                            )
+                        })
                         .unwrap_or_default();
                     let _ = writeln!(
                         out,
@@ -142,7 +151,12 @@ pub(super) fn table(s: &Scorecard) -> String {
                 for (b, m) in &col {
                     let l = m.latency.unwrap_or_default();
                     let rel = base
-                        .map(|p| format!("{:.0}%", 100.0 * m.ops_per_sec() / p.ops_per_sec().max(1e-9)))
+                        .map(|p| {
+                            format!(
+                                "{:.0}%",
+                                100.0 * m.ops_per_sec() / p.ops_per_sec().max(1e-9)
+                            )
+                        })
                         .unwrap_or_default();
                     let _ = writeln!(
                         out,
@@ -265,8 +279,14 @@ pub(super) fn svg(s: &Scorecard) -> String {
                     title: format!("{label}: per second and per core"),
                     unit: "",
                     groups: vec![
-                        ("per second".into(), col.iter().map(|(_, m)| m.ops_per_sec()).collect()),
-                        ("per CPU-second".into(), col.iter().map(|(_, m)| m.ops_per_core()).collect()),
+                        (
+                            "per second".into(),
+                            col.iter().map(|(_, m)| m.ops_per_sec()).collect(),
+                        ),
+                        (
+                            "per CPU-second".into(),
+                            col.iter().map(|(_, m)| m.ops_per_core()).collect(),
+                        ),
                     ],
                 });
                 panels.push(Panel {
@@ -369,7 +389,11 @@ mod tests {
             cipher: "c".into(),
             fips: name == "hbone",
             path: "x".into(),
-            results: vec![m(w[0], ops, ops * 1024), m(w[1], 0, 4 << 30), m(w[3], ops / 10, 0)],
+            results: vec![
+                m(w[0], ops, ops * 1024),
+                m(w[1], 0, 4 << 30),
+                m(w[3], ops / 10, 0),
+            ],
         }
     }
 
