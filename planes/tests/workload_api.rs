@@ -2,12 +2,16 @@
 //! tempdir, serving SVIDs from the embedded CA.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use fipstun_identity::bundle::{BundleSet, TrustStore};
 use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
 use fipstun_identity::keys::{KeyAlgorithm, PrivateKey};
+use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
 use fipstun_identity::svid::{Svid, SvidError};
+use fipstun_identity::tls::{Authorizer, SvidSlot, client_config, server_config};
 use fipstun_planes::proto::{
     FETCH_X509_SVID, WORKLOAD_HEADER, X509Svid, X509SvidRequest, X509SvidResponse,
 };
@@ -441,5 +445,95 @@ async fn messages_over_the_size_bound_are_refused() {
         source.status()
     );
     assert!(source.slot().current().is_none());
+    server.shut_down(&sock).await;
+}
+
+/// Run a TLS handshake in memory; returns the leaf the client saw.
+fn handshake(
+    client: &Arc<rustls::ClientConfig>,
+    server: &Arc<rustls::ServerConfig>,
+) -> Result<CertificateDer<'static>, rustls::Error> {
+    let mut c = rustls::ClientConnection::new(client.clone(), "web".try_into().unwrap()).unwrap();
+    let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+    while c.is_handshaking() || s.is_handshaking() {
+        let mut buf = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut buf).unwrap();
+        }
+        s.read_tls(&mut &buf[..]).unwrap();
+        s.process_new_packets()?;
+        buf.clear();
+        while s.wants_write() {
+            s.write_tls(&mut buf).unwrap();
+        }
+        c.read_tls(&mut &buf[..]).unwrap();
+        c.process_new_packets()?;
+    }
+    Ok(c.peer_certificates().unwrap()[0].clone().into_owned())
+}
+
+#[tokio::test]
+async fn configs_built_once_follow_workload_api_rotations() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let web = id("spiffe://example.org/web");
+    let first = issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let server = serve(&sock, Some(message(&issuer, &first)));
+    let source = WorkloadX509Source::start(config(&sock));
+
+    // Both configs are built once; the server's reads the source's slot and trust store.
+    let policy = CryptoPolicy::default();
+    let server_config = Arc::new(
+        server_config(
+            &policy,
+            source.trust(),
+            Authorizer::trust_domains([TrustDomain::new("example.org").unwrap()]),
+            source.slot(),
+        )
+        .unwrap(),
+    );
+    let client_slot = Arc::new(SvidSlot::new());
+    let client_id = id("spiffe://example.org/client");
+    client_slot
+        .set(
+            &issuer
+                .issue(&client_id, KeyAlgorithm::EcdsaP256, None)
+                .unwrap(),
+            &policy,
+        )
+        .unwrap();
+    let client_trust = TrustStore::new(BundleSet::new().with(issuer.bundle().clone()));
+    let client_config = Arc::new(
+        client_config(
+            &policy,
+            client_trust,
+            Authorizer::ids([web.clone()]),
+            client_slot,
+        )
+        .unwrap(),
+    );
+
+    source.wait_for_svid(WAIT).await.unwrap();
+    assert_eq!(
+        handshake(&client_config, &server_config).unwrap(),
+        first.chain()[0]
+    );
+
+    let second = issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    server.updates.send_replace(Some(message(&issuer, &second)));
+    wait_until(&source, "the rotation", |s| s.installed == 2).await;
+    assert_eq!(
+        handshake(&client_config, &server_config).unwrap(),
+        second.chain()[0]
+    );
+
+    // A move to a new CA: the server's trust store (the Workload API's) no longer holds the
+    // client's root, and the client does not trust the new one, so the handshake fails.
+    let next_ca = ca("example.org");
+    let third = next_ca.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    server.updates.send_replace(Some(message(&next_ca, &third)));
+    wait_until(&source, "the bundle rotation", |s| s.installed == 3).await;
+    assert!(handshake(&client_config, &server_config).is_err());
     server.shut_down(&sock).await;
 }
