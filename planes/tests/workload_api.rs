@@ -537,3 +537,51 @@ async fn configs_built_once_follow_workload_api_rotations() {
     assert!(handshake(&client_config, &server_config).is_err());
     server.shut_down(&sock).await;
 }
+
+#[tokio::test]
+async fn federated_bundles_are_trusted_but_cannot_replace_the_own_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let partner = ca("partner.org");
+    let impostor = ca("example.org");
+    let web = id("spiffe://example.org/web");
+    let mut m = message(
+        &issuer,
+        &issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap(),
+    );
+    m.federated_bundles = [
+        (
+            "spiffe://partner.org".to_string(),
+            concat(partner.bundle().roots()),
+        ),
+        ("example.org".to_string(), concat(impostor.bundle().roots())),
+    ]
+    .into();
+    let server = serve(&sock, Some(m.clone()));
+    let source = WorkloadX509Source::start(config(&sock));
+    source.wait_for_svid(WAIT).await.unwrap();
+    let bundles = source.trust().current();
+    assert_eq!(
+        bundles.get(partner.trust_domain()).unwrap().roots(),
+        partner.bundle().roots()
+    );
+    assert_eq!(
+        bundles.get(issuer.trust_domain()).unwrap().roots(),
+        issuer.bundle().roots(),
+        "a federated entry replaced the SVID's own bundle"
+    );
+
+    // A federated bundle that does not parse refuses the whole update.
+    m.federated_bundles = [("partner.org".to_string(), vec![0x30, 0x03, 1, 2, 3])].into();
+    server.updates.send_replace(Some(m));
+    wait_until(&source, "the refusal", |s| s.refused == 1).await;
+    assert!(matches!(
+        source.status().last_error,
+        Some(Error::BadResponse {
+            reason: ResponseError::BadBundle { .. },
+            ..
+        })
+    ));
+    server.shut_down(&sock).await;
+}
