@@ -10,6 +10,9 @@ use std::collections::HashMap;
 /// gRPC path of `SpiffeWorkloadAPI.FetchX509SVID` (server streaming).
 pub const FETCH_X509_SVID: &str = "/SpiffeWorkloadAPI/FetchX509SVID";
 
+/// gRPC path of `SpiffeWorkloadAPI.FetchX509Bundles` (server streaming).
+pub const FETCH_X509_BUNDLES: &str = "/SpiffeWorkloadAPI/FetchX509Bundles";
+
 /// gRPC path of `istio.v1.auth.IstioCertificateService.CreateCertificate` (unary).
 pub const CREATE_CERTIFICATE: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
 
@@ -54,6 +57,23 @@ pub struct X509Svid {
     /// `hint = 5`: an operator-chosen label to pick among several SVIDs.
     #[prost(string, tag = "5")]
     pub hint: String,
+}
+
+/// `X509BundlesRequest`: empty.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct X509BundlesRequest {}
+
+/// `X509BundlesResponse`: the trust bundles only (for workloads that verify peers but hold no
+/// SVID of their own).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct X509BundlesResponse {
+    /// `crl = 1`: DER CRLs (unused by fipstun).
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    pub crl: Vec<Vec<u8>>,
+    /// `bundles = 2`: trust domain name to concatenated DER root certificates, the
+    /// workload's own trust domain included.
+    #[prost(map = "string, bytes", tag = "2")]
+    pub bundles: HashMap<String, Vec<u8>>,
 }
 
 /// `IstioCertificateRequest`. Field 4 (`metadata`, a `google.protobuf.Struct`) is not modelled:
@@ -109,6 +129,14 @@ mod tests {
             [
                 0x0a, 0, 0x12, 1, 9, 0x1a, 7, 0x0a, 2, b't', b'd', 0x12, 1, 7
             ]
+        );
+        let bundles = X509BundlesResponse {
+            crl: vec![],
+            bundles: [("td".to_string(), vec![7])].into(),
+        };
+        assert_eq!(
+            bundles.encode_to_vec(),
+            [0x12, 7, 0x0a, 2, b't', b'd', 0x12, 1, 7]
         );
         let req = IstioCertificateRequest {
             csr: "c".into(),

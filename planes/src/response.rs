@@ -12,7 +12,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::proto::X509SvidResponse;
+use crate::proto::{X509BundlesResponse, X509SvidResponse};
 
 /// At most this many certificates in one chain or bundle: real chains have two or three, and
 /// the bound keeps a hostile peer from making us parse without end.
@@ -288,6 +288,32 @@ impl X509Context {
             bundles,
         })
     }
+}
+
+/// Check a `FetchX509Bundles` response: every entry must name a trust domain and hold at least
+/// one well-formed root certificate, and there must be at least one entry.
+pub fn bundles_from_response(response: &X509BundlesResponse) -> Result<BundleSet, ResponseError> {
+    if response.bundles.is_empty() {
+        return Err(ResponseError::BadBundle {
+            trust_domain: String::new(),
+            reason: "the response carries no bundle".into(),
+        });
+    }
+    let mut set = BundleSet::new();
+    for (name, der) in &response.bundles {
+        let td = TrustDomain::new(name).map_err(|e| ResponseError::BadBundle {
+            trust_domain: name.clone(),
+            reason: e.to_string(),
+        })?;
+        if set.get(&td).is_some() {
+            return Err(ResponseError::BadBundle {
+                trust_domain: name.clone(),
+                reason: "named twice".into(),
+            });
+        }
+        set.insert(bundle_from_der(td, der)?);
+    }
+    Ok(set)
 }
 
 fn bundle_from_der(td: TrustDomain, der: &[u8]) -> Result<TrustBundle, ResponseError> {

@@ -26,7 +26,10 @@ use tonic_prost::ProstCodec;
 use crate::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::backoff::Backoff;
 use crate::error::Error;
-use crate::proto::{FETCH_X509_SVID, WORKLOAD_HEADER, X509SvidRequest, X509SvidResponse};
+use crate::proto::{
+    FETCH_X509_BUNDLES, FETCH_X509_SVID, WORKLOAD_HEADER, X509BundlesRequest, X509BundlesResponse,
+    X509SvidRequest, X509SvidResponse,
+};
 use crate::response::X509Context;
 
 /// Where the Workload API listens: a Unix socket path, from `unix:///path` or `unix:/path`.
@@ -151,6 +154,31 @@ impl WorkloadApiClient {
         let codec: ProstCodec<X509SvidRequest, X509SvidResponse> = ProstCodec::default();
         self.grpc
             .server_streaming(request, PathAndQuery::from_static(FETCH_X509_SVID), codec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| Error::status(&self.endpoint, &s))
+    }
+
+    /// Open the `FetchX509Bundles` stream: every message is the complete current bundle set.
+    /// Check each with [`crate::response::bundles_from_response`] before using it.
+    pub async fn fetch_x509_bundles(
+        &mut self,
+    ) -> Result<tonic::Streaming<X509BundlesResponse>, Error> {
+        let mut request = tonic::Request::new(X509BundlesRequest {});
+        request
+            .metadata_mut()
+            .insert(WORKLOAD_HEADER, MetadataValue::from_static("true"));
+        self.grpc.ready().await.map_err(|e| Error::Connect {
+            endpoint: self.endpoint.clone(),
+            reason: error_chain(&e),
+        })?;
+        let codec: ProstCodec<X509BundlesRequest, X509BundlesResponse> = ProstCodec::default();
+        self.grpc
+            .server_streaming(
+                request,
+                PathAndQuery::from_static(FETCH_X509_BUNDLES),
+                codec,
+            )
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| Error::status(&self.endpoint, &s))
@@ -408,8 +436,9 @@ fn install(
     Ok(context.svid.id().clone())
 }
 
-/// A Workload API server: serves `FetchX509SVID` on a Unix socket, streaming every value the
-/// `updates` watch channel takes to every client. Requests without the `workload.spiffe.io:
+/// A Workload API server: serves `FetchX509SVID` (and `FetchX509Bundles`, derived from the same
+/// updates) on a Unix socket, streaming every value the `updates` watch channel takes to every
+/// client. Requests without the `workload.spiffe.io:
 /// true` header are refused with `InvalidArgument`. Streams end when the sender is dropped.
 ///
 /// It does not attest workloads (every caller gets the same answer); it is the shape a node
@@ -460,22 +489,51 @@ impl WorkloadApiServer {
     fn fetch_x509_svid(
         &self,
         request: &tonic::Request<X509SvidRequest>,
-    ) -> Result<FetchStream, tonic::Status> {
-        let header = request.metadata().get(WORKLOAD_HEADER);
-        if header.and_then(|v| v.to_str().ok()) != Some("true") {
-            return Err(tonic::Status::invalid_argument(
-                "security header missing from request",
-            ));
-        }
+    ) -> Result<FetchStream<X509SvidResponse>, tonic::Status> {
+        check_security_header(request)?;
         let stream = tokio_stream::wrappers::WatchStream::new(self.updates.clone())
             .filter_map(|m| std::future::ready(m.map(Ok)));
         Ok(Box::pin(stream))
     }
+
+    /// The bundles of the current update: the first SVID's own bundle plus the federated ones.
+    fn fetch_x509_bundles(
+        &self,
+        request: &tonic::Request<X509BundlesRequest>,
+    ) -> Result<FetchStream<X509BundlesResponse>, tonic::Status> {
+        check_security_header(request)?;
+        let stream = tokio_stream::wrappers::WatchStream::new(self.updates.clone())
+            .filter_map(|m| std::future::ready(m.and_then(|m| bundles_of(&m)).map(Ok)));
+        Ok(Box::pin(stream))
+    }
 }
 
-type FetchStream = Pin<
-    Box<dyn futures_util::Stream<Item = Result<X509SvidResponse, tonic::Status>> + Send + 'static>,
->;
+fn check_security_header<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status> {
+    let header = request.metadata().get(WORKLOAD_HEADER);
+    if header.and_then(|v| v.to_str().ok()) != Some("true") {
+        return Err(tonic::Status::invalid_argument(
+            "security header missing from request",
+        ));
+    }
+    Ok(())
+}
+
+fn bundles_of(update: &X509SvidResponse) -> Option<X509BundlesResponse> {
+    let first = update.svids.first()?;
+    let own = SpiffeId::parse(&first.spiffe_id).ok()?.trust_domain();
+    let mut bundles = update.federated_bundles.clone();
+    bundles.retain(|name, _| {
+        fipstun_identity::spiffe::TrustDomain::new(name).map_or(true, |td| td != own)
+    });
+    bundles.insert(own.id().to_string(), first.bundle.clone());
+    Some(X509BundlesResponse {
+        crl: update.crl.clone(),
+        bundles,
+    })
+}
+
+type FetchStream<T> =
+    Pin<Box<dyn futures_util::Stream<Item = Result<T, tonic::Status>> + Send + 'static>>;
 
 type HttpFuture = Pin<
     Box<
@@ -494,22 +552,32 @@ impl tower::Service<http::Request<tonic::body::Body>> for WorkloadApiServer {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() != FETCH_X509_SVID {
-            return Box::pin(async { Ok(unimplemented_response()) });
-        }
         let server = self.clone();
         let max = self.max_message_bytes;
-        Box::pin(async move {
-            let method = tower::service_fn(move |r: tonic::Request<X509SvidRequest>| {
-                let result = server.fetch_x509_svid(&r).map(tonic::Response::new);
-                std::future::ready(result)
-            });
-            let codec: ProstCodec<X509SvidResponse, X509SvidRequest> = ProstCodec::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
-            Ok(grpc.server_streaming(method, req).await)
-        })
+        match req.uri().path() {
+            FETCH_X509_SVID => Box::pin(async move {
+                let method = tower::service_fn(move |r: tonic::Request<X509SvidRequest>| {
+                    std::future::ready(server.fetch_x509_svid(&r).map(tonic::Response::new))
+                });
+                let codec: ProstCodec<X509SvidResponse, X509SvidRequest> = ProstCodec::default();
+                let mut grpc = tonic::server::Grpc::new(codec)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max);
+                Ok(grpc.server_streaming(method, req).await)
+            }),
+            FETCH_X509_BUNDLES => Box::pin(async move {
+                let method = tower::service_fn(move |r: tonic::Request<X509BundlesRequest>| {
+                    std::future::ready(server.fetch_x509_bundles(&r).map(tonic::Response::new))
+                });
+                let codec: ProstCodec<X509BundlesResponse, X509BundlesRequest> =
+                    ProstCodec::default();
+                let mut grpc = tonic::server::Grpc::new(codec)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max);
+                Ok(grpc.server_streaming(method, req).await)
+            }),
+            _ => Box::pin(async { Ok(unimplemented_response()) }),
+        }
     }
 }
 

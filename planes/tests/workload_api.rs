@@ -15,8 +15,10 @@ use fipstun_identity::tls::{Authorizer, SvidSlot, client_config, server_config};
 use fipstun_planes::proto::{
     FETCH_X509_SVID, WORKLOAD_HEADER, X509Svid, X509SvidRequest, X509SvidResponse,
 };
+use fipstun_planes::response::bundles_from_response;
 use fipstun_planes::workload::{
-    EndpointSocket, SourceStatus, WorkloadApiServer, WorkloadConfig, WorkloadX509Source,
+    EndpointSocket, SourceStatus, WorkloadApiClient, WorkloadApiServer, WorkloadConfig,
+    WorkloadX509Source,
 };
 use fipstun_planes::{Error, ResponseError};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -583,5 +585,72 @@ async fn federated_bundles_are_trusted_but_cannot_replace_the_own_bundle() {
             ..
         })
     ));
+    server.shut_down(&sock).await;
+}
+
+#[tokio::test]
+async fn bundles_stream_on_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let partner = ca("partner.org");
+    let mut m = message(
+        &issuer,
+        &issuer
+            .issue(
+                &id("spiffe://example.org/web"),
+                KeyAlgorithm::EcdsaP256,
+                None,
+            )
+            .unwrap(),
+    );
+    m.federated_bundles = [(
+        "spiffe://partner.org".to_string(),
+        concat(partner.bundle().roots()),
+    )]
+    .into();
+    let server = serve(&sock, Some(m));
+    let mut client = WorkloadApiClient::connect(
+        &EndpointSocket::from_path(&sock),
+        fipstun_planes::DEFAULT_MAX_MESSAGE_BYTES,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let mut stream = client.fetch_x509_bundles().await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    let set = bundles_from_response(&first).unwrap();
+    assert_eq!(
+        set.get(issuer.trust_domain()).unwrap().roots(),
+        issuer.bundle().roots()
+    );
+    assert_eq!(
+        set.get(partner.trust_domain()).unwrap().roots(),
+        partner.bundle().roots()
+    );
+
+    // The CA moves to a new root: the bundle stream follows.
+    let next = ca("example.org");
+    server.updates.send_replace(Some(message(
+        &next,
+        &next
+            .issue(
+                &id("spiffe://example.org/web"),
+                KeyAlgorithm::EcdsaP256,
+                None,
+            )
+            .unwrap(),
+    )));
+    let second = bundles_from_response(&stream.message().await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        second.get(issuer.trust_domain()).unwrap().roots(),
+        next.bundle().roots()
+    );
+
+    assert!(matches!(
+        bundles_from_response(&Default::default()),
+        Err(ResponseError::BadBundle { .. })
+    ));
+    drop(stream);
     server.shut_down(&sock).await;
 }
