@@ -49,7 +49,7 @@ fn proc_status_bytes(field: &str) -> u64 {
 }
 
 /// The soft RLIMIT_NOFILE, from `/proc/self/limits`. std has no setrlimit; rather than add a
-/// dependency to raise it, the flood is sized to it (20,000 here and in CI: the full flood).
+/// dependency to raise it, the flood is sized to it (20,000 on the dev box: the full flood).
 fn open_files_limit() -> usize {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
     let line = limits
