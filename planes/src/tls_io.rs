@@ -113,10 +113,14 @@ impl AsyncWrite for ServerTlsStream {
     }
 }
 
+/// At most this many TLS handshakes in progress; accepting pauses beyond it, so a flood of
+/// half-open connections costs bounded memory.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// Accept TCP connections and hand each finished TLS handshake to the returned channel. Each
-/// handshake runs in its own task under `handshake_timeout`, so a slow or hostile client
-/// cannot hold up the others; failed handshakes are logged and dropped. The task ends when
-/// the receiver is dropped.
+/// handshake runs in its own task under `handshake_timeout` (at most
+/// [`MAX_PENDING_HANDSHAKES`] at once), so a slow or hostile client cannot hold up the others;
+/// failed handshakes are logged and dropped. The task ends when the receiver is dropped.
 pub(crate) fn accept_tls(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -124,8 +128,12 @@ pub(crate) fn accept_tls(
 ) -> mpsc::Receiver<io::Result<ServerTlsStream>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = pending.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, remote) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -139,6 +147,7 @@ pub(crate) fn accept_tls(
             };
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {

@@ -539,3 +539,26 @@ async fn istiod_is_verified_by_dns_name_against_configured_roots() {
         );
     }
 }
+
+#[tokio::test]
+async fn garbage_connections_do_not_stop_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let plane = embedded().await;
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        &[0x16, 3, 1, 0xff, 0xff, 1],
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(plane.addr).await.unwrap();
+        tcp.write_all(junk).await.unwrap();
+        drop(tcp);
+    }
+    // A client that never finishes its handshake does not block others either.
+    let _silent = tokio::net::TcpStream::connect(plane.addr).await.unwrap();
+    let client = client(&plane, BearerToken::Static(TOKEN.into()));
+    let (request, _) = request_for(&web());
+    tokio::time::timeout(WAIT, client.sign_checked(&request))
+        .await
+        .unwrap()
+        .unwrap();
+}
