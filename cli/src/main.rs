@@ -5,6 +5,10 @@
 //!   machines). The exit status is non-zero when FIPS mode is not active.
 //! - `fipstun ca init` creates a root CA for a trust domain; `fipstun ca issue` issues an
 //!   X.509-SVID from it, as PEM files.
+//! - `fipstun node` runs the inbound side of a tunnel (HBONE and/or WireGuard, forwarding to
+//!   targets); `fipstun proxy` the outbound side (local TCP listeners through a backend). Both
+//!   take `--config FILE` (TOML, see DESIGN.md) and flags, log with tracing, serve Prometheus
+//!   metrics, print `fipstun <mode>: ready ...` on stderr once bound, and drain on SIGTERM.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)] // a CLI prints its answers
 
@@ -14,6 +18,11 @@ use clap::{Parser, Subcommand};
 use fipstun_identity::policy::fips_status;
 
 mod ca;
+mod config;
+mod metrics;
+mod node;
+mod proxy;
+mod relay;
 
 /// fipstun: FIPS mTLS/HBONE and WireGuard tunnels behind one trait, measured head to head.
 #[derive(Parser, Debug)]
@@ -34,6 +43,10 @@ enum Command {
     /// The embedded CA: create one, issue SVIDs from it.
     #[command(subcommand)]
     Ca(ca::CaCommand),
+    /// Inbound side: accept HBONE and/or WireGuard tunnels and forward streams to targets.
+    Node(config::NodeArgs),
+    /// Outbound side: local TCP listeners whose connections go through a tunnel to a node.
+    Proxy(config::ProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +82,61 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Node(args) => {
+            init_logging(args.log_format);
+            serve("node", config::NodeConfig::load(&args), node::run)
+        }
+        Command::Proxy(args) => {
+            init_logging(args.log_format);
+            serve("proxy", config::ProxyConfig::load(&args), proxy::run)
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        config::LogFormat::Json => builder.json().init(),
+        config::LogFormat::Text => builder.init(),
+    }
+}
+
+/// Run a node or proxy on a tokio runtime; a bad config or a failed start is one line on
+/// stderr and exit status 1.
+fn serve<C, F, Fut>(mode: &str, config: Result<C, config::ConfigError>, run: F) -> ExitCode
+where
+    F: FnOnce(C) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fipstun {mode}: bad configuration: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fipstun {mode}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => {
+            // Streams still open after the drain are dropped with the runtime.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fipstun {mode}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

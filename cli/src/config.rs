@@ -1,0 +1,936 @@
+//! Node and proxy configuration: the TOML file (DESIGN.md, "The binary"), the flags that
+//! override it, and their validation into settings the runtime uses. Every error names where
+//! the value came from (the file, or the flags) and the key.
+
+use std::fmt;
+use std::fs;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, ValueEnum};
+use fipstun_identity::bundle::{BundleSet, TrustBundle};
+use fipstun_identity::keys::PrivateKey;
+use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+use fipstun_identity::svid::{self, Svid, Usage};
+use fipstun_transport::FipsRequirement;
+use fipstun_wireguard::{IpPrefix, WgPeer, WgPrivateKey, WgPublicKey};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use serde::Deserialize;
+
+use crate::ca::{BUNDLE, SVID_CHAIN, SVID_KEY};
+
+/// How long streams may finish after SIGTERM/SIGINT when `drain` is not set.
+const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// HBONE's standard port (ztunnel's), the default `hbone.listen`.
+const DEFAULT_HBONE_LISTEN: &str = "0.0.0.0:15008";
+/// WireGuard's conventional port, the default `wireguard.listen`.
+const DEFAULT_WG_LISTEN: &str = "0.0.0.0:51820";
+
+/// A configuration error: where (file or flags), which key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigError {
+    /// The config file, or `command line`.
+    pub(crate) origin: String,
+    /// The key, in the file's dotted notation (`listener[0].node_id`); `None` for a file that
+    /// does not parse at all.
+    pub(crate) key: Option<String>,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.key {
+            Some(key) => write!(f, "{}: `{key}`: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `fipstun node` flags. Each overrides the same key of `--config`; without a file they are
+/// the whole configuration.
+#[derive(Args, Debug, Default)]
+pub(crate) struct NodeArgs {
+    /// TOML configuration file (see DESIGN.md).
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// `hbone.listen`: serve HBONE (mTLS + HTTP/2 CONNECT) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) hbone_listen: Option<String>,
+    /// `hbone.allow` (repeatable): SPIFFE IDs allowed to connect; default: own trust domain.
+    #[arg(long = "allow", value_name = "SPIFFE_ID")]
+    pub(crate) allow: Vec<String>,
+    /// `wireguard.listen`: the UDP address of the `[wireguard]` section in the file.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) wireguard_listen: Option<String>,
+    /// `identity.dir`: directory with svid.pem, svid-key.pem and bundle.pem.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) identity_dir: Option<PathBuf>,
+    /// `allow_targets` (repeatable): IP prefixes the node may dial; default any.
+    #[arg(long = "allow-target", value_name = "PREFIX")]
+    pub(crate) allow_targets: Vec<String>,
+    /// `metrics`: serve Prometheus metrics (GET /metrics) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
+    /// `drain`: how long streams may finish after SIGTERM, e.g. `10s`, `500ms`.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) drain: Option<String>,
+    /// Log format (filter with RUST_LOG, default `info`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
+}
+
+/// `fipstun proxy` flags. `--listen/--target/--via/--node/--node-id` describe one listener:
+/// they override the file's only `[[listener]]` or add one when the file has none.
+#[derive(Args, Debug, Default)]
+pub(crate) struct ProxyArgs {
+    /// TOML configuration file (see DESIGN.md).
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// `listener.listen`: the local plaintext TCP address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) listen: Option<String>,
+    /// `listener.target`: where the node sends the stream (as the node sees it).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) target: Option<String>,
+    /// `listener.via`: hbone, wireguard or plain.
+    #[arg(long, value_name = "BACKEND")]
+    pub(crate) via: Option<String>,
+    /// `listener.node`: the HBONE node's address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) node: Option<String>,
+    /// `listener.node_id`: the SPIFFE ID the HBONE node must present.
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub(crate) node_id: Option<String>,
+    /// `identity.dir`: directory with svid.pem, svid-key.pem and bundle.pem.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) identity_dir: Option<PathBuf>,
+    /// `fips`: required or optional.
+    #[arg(long, value_name = "REQUIREMENT")]
+    pub(crate) fips: Option<String>,
+    /// `metrics`: serve Prometheus metrics (GET /metrics) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
+    /// `drain`: how long streams may finish after SIGTERM, e.g. `10s`, `500ms`.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) drain: Option<String>,
+    /// Log format (filter with RUST_LOG, default `info`).
+    #[arg(long, value_enum, default_value = "text")]
+    pub(crate) log_format: LogFormat,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written. Values stay strings here so that validation can name the key.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeFile {
+    metrics: Option<String>,
+    drain: Option<String>,
+    allow_targets: Option<Vec<String>>,
+    identity: Option<IdentityFile>,
+    hbone: Option<HboneFile>,
+    wireguard: Option<WireguardFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxyFile {
+    metrics: Option<String>,
+    drain: Option<String>,
+    fips: Option<String>,
+    identity: Option<IdentityFile>,
+    wireguard: Option<WireguardFile>,
+    #[serde(default)]
+    listener: Vec<ListenerFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityFile {
+    dir: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HboneFile {
+    listen: Option<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireguardFile {
+    listen: Option<String>,
+    private_key: Option<PathBuf>,
+    address: Option<String>,
+    #[serde(default)]
+    peer: Vec<PeerFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerFile {
+    public_key: String,
+    #[serde(default)]
+    allowed_ips: Vec<String>,
+    endpoint: Option<String>,
+    spiffe_id: Option<String>,
+    persistent_keepalive: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerFile {
+    listen: Option<String>,
+    target: Option<String>,
+    via: Option<String>,
+    node: Option<String>,
+    node_id: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated settings.
+
+/// What `fipstun node` runs.
+#[derive(Debug)]
+pub(crate) struct NodeConfig {
+    /// Prometheus endpoint.
+    pub(crate) metrics: Option<SocketAddr>,
+    /// Drain limit after SIGTERM/SIGINT.
+    pub(crate) drain: Duration,
+    /// Prefixes the node may dial; empty = any.
+    pub(crate) allow_targets: Vec<IpPrefix>,
+    /// The SVID files (needed by HBONE).
+    pub(crate) identity: Option<IdentityFiles>,
+    /// The HBONE server.
+    pub(crate) hbone: Option<HboneSettings>,
+    /// The WireGuard node (accepting inbound).
+    pub(crate) wireguard: Option<WgSettings>,
+}
+
+/// `[hbone]` of a node.
+#[derive(Debug)]
+pub(crate) struct HboneSettings {
+    /// Where to listen.
+    pub(crate) listen: SocketAddr,
+    /// Who may connect; empty = anyone in the node's own trust domain.
+    pub(crate) allow: Vec<SpiffeId>,
+}
+
+/// `[wireguard]` of a node or proxy.
+#[derive(Debug)]
+pub(crate) struct WgSettings {
+    /// UDP address.
+    pub(crate) listen: SocketAddr,
+    /// Our static key, read from `private_key`.
+    pub(crate) private_key: WgPrivateKey,
+    /// Our tunnel-internal address.
+    pub(crate) address: IpAddr,
+    /// The peers.
+    pub(crate) peers: Vec<WgPeer>,
+}
+
+/// An SVID, its key and the bundle of its trust domain, loaded from an `identity.dir`.
+#[derive(Debug)]
+pub(crate) struct IdentityFiles {
+    /// The directory they came from.
+    pub(crate) dir: PathBuf,
+    /// The SVID with its key.
+    pub(crate) svid: Svid,
+    /// The roots of the SVID's trust domain.
+    pub(crate) bundle: TrustBundle,
+}
+
+impl IdentityFiles {
+    /// The trust domain of the SVID.
+    pub(crate) fn trust_domain(&self) -> TrustDomain {
+        self.svid.id().trust_domain()
+    }
+}
+
+/// What `fipstun proxy` runs.
+#[derive(Debug)]
+pub(crate) struct ProxyConfig {
+    /// Prometheus endpoint.
+    pub(crate) metrics: Option<SocketAddr>,
+    /// Drain limit after SIGTERM/SIGINT.
+    pub(crate) drain: Duration,
+    /// Whether only FIPS backends may be used.
+    pub(crate) fips: FipsRequirement,
+    /// The SVID files (needed by HBONE listeners).
+    pub(crate) identity: Option<IdentityFiles>,
+    /// The WireGuard node shared by `via = "wireguard"` listeners.
+    pub(crate) wireguard: Option<WgSettings>,
+    /// The local listeners.
+    pub(crate) listeners: Vec<ListenerSettings>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerSettings {
+    /// The local plaintext TCP address.
+    pub(crate) listen: SocketAddr,
+    /// The final destination, as the node sees it.
+    pub(crate) target: SocketAddr,
+    /// The backend.
+    pub(crate) via: Via,
+}
+
+/// How a listener's streams travel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// HBONE to `node`, which must present `node_id`.
+    Hbone {
+        /// The node's HBONE address.
+        node: SocketAddr,
+        /// Its SPIFFE ID.
+        node_id: SpiffeId,
+    },
+    /// The process's WireGuard node.
+    Wireguard,
+    /// Direct TCP, no tunnel.
+    Plain,
+}
+
+impl Via {
+    /// The backend's metrics label.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Via::Hbone { .. } => "hbone",
+            Via::Wireguard => "wireguard",
+            Via::Plain => "plain",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// Reads values and reports errors against one origin; relative paths in a file are taken
+/// relative to the file's directory.
+struct Ctx {
+    origin: String,
+    base: PathBuf,
+}
+
+impl Ctx {
+    fn new(file: Option<&Path>) -> Self {
+        match file {
+            Some(f) => Self {
+                origin: f.display().to_string(),
+                base: f.parent().map(Path::to_path_buf).unwrap_or_default(),
+            },
+            None => Self {
+                origin: "command line".into(),
+                base: PathBuf::new(),
+            },
+        }
+    }
+
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            origin: self.origin.clone(),
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn addr(&self, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+        s.trim().parse().map_err(|_| {
+            self.err(
+                key,
+                format!("`{s}` is not a socket address like 127.0.0.1:15008 or [::1]:15008"),
+            )
+        })
+    }
+
+    fn opt_addr(&self, key: &str, s: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+        s.map(|s| self.addr(key, s)).transpose()
+    }
+
+    fn spiffe_id(&self, key: &str, s: &str) -> Result<SpiffeId, ConfigError> {
+        SpiffeId::parse(s).map_err(|e| self.err(key, format!("`{s}` is not a SPIFFE ID: {e}")))
+    }
+
+    fn prefix(&self, key: &str, s: &str) -> Result<IpPrefix, ConfigError> {
+        s.trim().parse().map_err(|_| {
+            self.err(
+                key,
+                format!("`{s}` is not an IP prefix like 127.0.0.0/8, 10.0.0.1 or ::1/128"),
+            )
+        })
+    }
+
+    fn drain(&self, s: Option<&str>) -> Result<Duration, ConfigError> {
+        s.map_or(Ok(DEFAULT_DRAIN), |s| {
+            parse_duration(s).map_err(|e| self.err("drain", e))
+        })
+    }
+}
+
+/// `500ms`, `10s`, `2m`, `1h`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || format!("`{s}` is not a duration like 500ms, 10s, 2m or 1h");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
+}
+
+fn read_file<T: for<'de> Deserialize<'de> + Default>(
+    path: Option<&Path>,
+) -> Result<T, ConfigError> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let fail = |message: String| ConfigError {
+        origin: path.display().to_string(),
+        key: None,
+        message,
+    };
+    let text = fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    toml::from_str(&text).map_err(|e| fail(e.to_string().trim_end().to_string()))
+}
+
+/// Load the SVID, key and bundle from `dir` and check that the SVID is valid now and chains to
+/// the bundle.
+fn load_identity(ctx: &Ctx, dir: &Path) -> Result<IdentityFiles, ConfigError> {
+    let key = "identity.dir";
+    let read = |name: &str| {
+        let p = dir.join(name);
+        fs::read_to_string(&p).map_err(|e| ctx.err(key, format!("{}: {e}", p.display())))
+    };
+    let chain_pem = read(SVID_CHAIN)?;
+    let key_pem = zeroize::Zeroizing::new(read(SVID_KEY)?);
+    let bundle_pem = read(BUNDLE)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ctx.err(key, format!("{}: {e}", dir.join(SVID_CHAIN).display())))?;
+    if chain.is_empty() {
+        return Err(ctx.err(
+            key,
+            format!("{}: no certificate", dir.join(SVID_CHAIN).display()),
+        ));
+    }
+    let private = PrivateKey::from_pem(&key_pem)
+        .map_err(|e| ctx.err(key, format!("{}: {e}", dir.join(SVID_KEY).display())))?;
+    let svid = Svid::new(chain, private)
+        .map_err(|e| ctx.err(key, format!("{}: {e}", dir.join(SVID_CHAIN).display())))?;
+    let bundle = TrustBundle::from_pem(svid.id().trust_domain(), &bundle_pem)
+        .map_err(|e| ctx.err(key, format!("{}: {e}", dir.join(BUNDLE).display())))?;
+    svid::validate(
+        svid.chain(),
+        &BundleSet::new().with(bundle.clone()),
+        SystemTime::now(),
+        Usage::Server,
+    )
+    .map_err(|e| {
+        ctx.err(
+            key,
+            format!(
+                "{} is not a valid SVID under {}: {e}",
+                dir.join(SVID_CHAIN).display(),
+                dir.join(BUNDLE).display()
+            ),
+        )
+    })?;
+    Ok(IdentityFiles {
+        dir: dir.to_path_buf(),
+        svid,
+        bundle,
+    })
+}
+
+fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigError> {
+    let listen = ctx.addr(
+        "wireguard.listen",
+        w.listen.as_deref().unwrap_or(DEFAULT_WG_LISTEN),
+    )?;
+    let key_path = w.private_key.as_deref().ok_or_else(|| {
+        ctx.err(
+            "wireguard.private_key",
+            "missing: the file holding the base64 private key (e.g. from `wg genkey`)",
+        )
+    })?;
+    let key_path = ctx.path(key_path);
+    let text = zeroize::Zeroizing::new(fs::read_to_string(&key_path).map_err(|e| {
+        ctx.err(
+            "wireguard.private_key",
+            format!("{}: {e}", key_path.display()),
+        )
+    })?);
+    let private_key: WgPrivateKey = text.trim().parse().map_err(|e| {
+        ctx.err(
+            "wireguard.private_key",
+            format!("{}: {e}", key_path.display()),
+        )
+    })?;
+    warn_if_readable_by_others(&key_path);
+    let address = w
+        .address
+        .as_deref()
+        .ok_or_else(|| {
+            ctx.err(
+                "wireguard.address",
+                "missing: the tunnel-internal address, e.g. 10.99.0.1",
+            )
+        })
+        .and_then(|a| {
+            a.trim().parse::<IpAddr>().map_err(|_| {
+                ctx.err(
+                    "wireguard.address",
+                    format!("`{a}` is not an IP address like 10.99.0.1"),
+                )
+            })
+        })?;
+    let mut peers = Vec::with_capacity(w.peer.len());
+    for (i, p) in w.peer.iter().enumerate() {
+        let k = |field: &str| format!("wireguard.peer[{i}].{field}");
+        let public: WgPublicKey = p
+            .public_key
+            .trim()
+            .parse()
+            .map_err(|e| ctx.err(k("public_key"), format!("`{}`: {e}", p.public_key)))?;
+        let mut peer = WgPeer::new(public);
+        if p.allowed_ips.is_empty() {
+            return Err(ctx.err(
+                k("allowed_ips"),
+                "empty: list the prefixes this peer may send from (node) or that route to it (proxy)",
+            ));
+        }
+        for (j, ip) in p.allowed_ips.iter().enumerate() {
+            peer = peer.with_allowed_ip(ctx.prefix(&format!("{}[{j}]", k("allowed_ips")), ip)?);
+        }
+        if let Some(e) = &p.endpoint {
+            peer = peer.with_endpoint(ctx.addr(&k("endpoint"), e)?);
+        }
+        if let Some(id) = &p.spiffe_id {
+            peer = peer.with_spiffe(ctx.spiffe_id(&k("spiffe_id"), id)?);
+        }
+        peer.persistent_keepalive_secs = p.persistent_keepalive;
+        peers.push(peer);
+    }
+    if peers.is_empty() {
+        return Err(ctx.err(
+            "wireguard.peer",
+            "no [[wireguard.peer]]: a WireGuard node without peers carries nothing",
+        ));
+    }
+    Ok(WgSettings {
+        listen,
+        private_key,
+        address,
+        peers,
+    })
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the WireGuard private key is readable by other users; chmod 600 it"
+        );
+    }
+}
+
+impl NodeConfig {
+    /// The file (if any) with the flags laid over it, validated.
+    pub(crate) fn load(args: &NodeArgs) -> Result<Self, ConfigError> {
+        let mut file: NodeFile = read_file(args.config.as_deref())?;
+        let ctx = Ctx::new(args.config.as_deref());
+        // Flags override the file.
+        if let Some(l) = &args.hbone_listen {
+            file.hbone.get_or_insert_with(HboneFile::default).listen = Some(l.clone());
+        }
+        if !args.allow.is_empty() {
+            file.hbone.get_or_insert_with(HboneFile::default).allow = args.allow.clone();
+        }
+        if let Some(l) = &args.wireguard_listen {
+            let Some(w) = file.wireguard.as_mut() else {
+                return Err(ctx.err(
+                    "wireguard",
+                    "--wireguard-listen needs a [wireguard] section (key, address, peers) in --config",
+                ));
+            };
+            w.listen = Some(l.clone());
+        }
+        if let Some(d) = &args.identity_dir {
+            file.identity = Some(IdentityFile {
+                dir: std::env::current_dir().unwrap_or_default().join(d),
+            });
+        }
+        if !args.allow_targets.is_empty() {
+            file.allow_targets = Some(args.allow_targets.clone());
+        }
+        if args.metrics.is_some() {
+            file.metrics = args.metrics.clone();
+        }
+        if args.drain.is_some() {
+            file.drain = args.drain.clone();
+        }
+
+        if file.hbone.is_none() && file.wireguard.is_none() {
+            return Err(ctx.err(
+                "hbone / wireguard",
+                "configure at least one of [hbone] (or --hbone-listen) and [wireguard]",
+            ));
+        }
+        let metrics = ctx.opt_addr("metrics", file.metrics.as_deref())?;
+        let drain = ctx.drain(file.drain.as_deref())?;
+        let allow_targets = file
+            .allow_targets
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ctx.prefix(&format!("allow_targets[{i}]"), s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let hbone = file
+            .hbone
+            .as_ref()
+            .map(|h| {
+                let listen = ctx.addr(
+                    "hbone.listen",
+                    h.listen.as_deref().unwrap_or(DEFAULT_HBONE_LISTEN),
+                )?;
+                let allow = h
+                    .allow
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| ctx.spiffe_id(&format!("hbone.allow[{i}]"), s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, ConfigError>(HboneSettings { listen, allow })
+            })
+            .transpose()?;
+        let identity = match &file.identity {
+            Some(i) => Some(load_identity(&ctx, &ctx.path(&i.dir))?),
+            None if hbone.is_some() => {
+                return Err(ctx.err(
+                    "identity",
+                    "[hbone] needs [identity] dir = \"...\" (or --identity-dir): the directory \
+                     `fipstun ca issue` wrote svid.pem, svid-key.pem and bundle.pem into",
+                ));
+            }
+            None => None,
+        };
+        let wireguard = file
+            .wireguard
+            .as_ref()
+            .map(|w| load_wireguard(&ctx, w))
+            .transpose()?;
+        Ok(Self {
+            metrics,
+            drain,
+            allow_targets,
+            identity,
+            hbone,
+            wireguard,
+        })
+    }
+}
+
+impl ProxyConfig {
+    /// The file (if any) with the flags laid over it, validated.
+    pub(crate) fn load(args: &ProxyArgs) -> Result<Self, ConfigError> {
+        let mut file: ProxyFile = read_file(args.config.as_deref())?;
+        let ctx = Ctx::new(args.config.as_deref());
+        let flags_listener = args.listen.is_some()
+            || args.target.is_some()
+            || args.via.is_some()
+            || args.node.is_some()
+            || args.node_id.is_some();
+        if flags_listener {
+            if file.listener.len() > 1 {
+                return Err(ctx.err(
+                    "listener",
+                    format!(
+                        "--listen/--target/--via/--node/--node-id override a single [[listener]], \
+                         but the file has {}",
+                        file.listener.len()
+                    ),
+                ));
+            }
+            if file.listener.is_empty() {
+                file.listener.push(ListenerFile::default());
+            }
+            let l = &mut file.listener[0];
+            let set = |slot: &mut Option<String>, v: &Option<String>| {
+                if v.is_some() {
+                    slot.clone_from(v);
+                }
+            };
+            set(&mut l.listen, &args.listen);
+            set(&mut l.target, &args.target);
+            set(&mut l.via, &args.via);
+            set(&mut l.node, &args.node);
+            set(&mut l.node_id, &args.node_id);
+        }
+        if let Some(d) = &args.identity_dir {
+            file.identity = Some(IdentityFile {
+                dir: std::env::current_dir().unwrap_or_default().join(d),
+            });
+        }
+        for (slot, v) in [
+            (&mut file.fips, &args.fips),
+            (&mut file.metrics, &args.metrics),
+            (&mut file.drain, &args.drain),
+        ] {
+            if v.is_some() {
+                slot.clone_from(v);
+            }
+        }
+
+        let metrics = ctx.opt_addr("metrics", file.metrics.as_deref())?;
+        let drain = ctx.drain(file.drain.as_deref())?;
+        let fips = match file.fips.as_deref() {
+            None | Some("optional") => FipsRequirement::NotRequired,
+            Some("required") => FipsRequirement::Required,
+            Some(other) => {
+                return Err(ctx.err(
+                    "fips",
+                    format!("`{other}`: expected \"required\" or \"optional\""),
+                ));
+            }
+        };
+        if file.listener.is_empty() {
+            return Err(ctx.err(
+                "listener",
+                "no [[listener]] (or --listen, --target and --via): nothing to proxy",
+            ));
+        }
+        let mut listeners = Vec::with_capacity(file.listener.len());
+        for (i, l) in file.listener.iter().enumerate() {
+            let k = |field: &str| format!("listener[{i}].{field}");
+            let need = |field: &str, v: &Option<String>| {
+                v.clone()
+                    .ok_or_else(|| ctx.err(k(field), format!("missing (or --{field})")))
+            };
+            let listen = ctx.addr(&k("listen"), &need("listen", &l.listen)?)?;
+            let target = ctx.addr(&k("target"), &need("target", &l.target)?)?;
+            let via = match need("via", &l.via)?.as_str() {
+                "hbone" => {
+                    let node = ctx.addr(&k("node"), &need("node", &l.node)?)?;
+                    let node_id = l.node_id.clone().ok_or_else(|| {
+                        ctx.err(
+                            k("node_id"),
+                            "missing (or --node-id): the SPIFFE ID the node must present",
+                        )
+                    })?;
+                    let node_id = ctx.spiffe_id(&k("node_id"), &node_id)?;
+                    Via::Hbone { node, node_id }
+                }
+                "wireguard" => Via::Wireguard,
+                "plain" => Via::Plain,
+                other => {
+                    return Err(ctx.err(
+                        k("via"),
+                        format!("`{other}`: expected \"hbone\", \"wireguard\" or \"plain\""),
+                    ));
+                }
+            };
+            if fips == FipsRequirement::Required && !matches!(via, Via::Hbone { .. }) {
+                return Err(ctx.err(
+                    k("via"),
+                    format!(
+                        "`{}` is not FIPS-approved but fips = \"required\"; use via = \"hbone\" \
+                         or set fips = \"optional\"",
+                        via.label()
+                    ),
+                ));
+            }
+            if via == Via::Wireguard && file.wireguard.is_none() {
+                return Err(ctx.err(
+                    k("via"),
+                    "`wireguard` needs a [wireguard] section (key, address, peers)",
+                ));
+            }
+            if !matches!(via, Via::Hbone { .. }) && (l.node.is_some() || l.node_id.is_some()) {
+                return Err(ctx.err(
+                    k("node"),
+                    format!("only used with via = \"hbone\", not `{}`", via.label()),
+                ));
+            }
+            listeners.push(ListenerSettings {
+                listen,
+                target,
+                via,
+            });
+        }
+        let needs_identity = listeners.iter().any(|l| matches!(l.via, Via::Hbone { .. }));
+        let identity = match &file.identity {
+            Some(i) => Some(load_identity(&ctx, &ctx.path(&i.dir))?),
+            None if needs_identity => {
+                return Err(ctx.err(
+                    "identity",
+                    "via = \"hbone\" needs [identity] dir = \"...\" (or --identity-dir): the \
+                     directory `fipstun ca issue` wrote svid.pem, svid-key.pem and bundle.pem into",
+                ));
+            }
+            None => None,
+        };
+        let wireguard = file
+            .wireguard
+            .as_ref()
+            .map(|w| load_wireguard(&ctx, w))
+            .transpose()?;
+        Ok(Self {
+            metrics,
+            drain,
+            fips,
+            identity,
+            wireguard,
+            listeners,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("node.toml");
+        fs::write(&p, text).unwrap();
+        (dir, p)
+    }
+
+    fn node_err(text: &str) -> ConfigError {
+        let (_d, p) = node_file(text);
+        NodeConfig::load(&NodeArgs {
+            config: Some(p),
+            ..NodeArgs::default()
+        })
+        .unwrap_err()
+    }
+
+    fn proxy_err(text: &str) -> ConfigError {
+        let (_d, p) = node_file(text);
+        ProxyConfig::load(&ProxyArgs {
+            config: Some(p),
+            ..ProxyArgs::default()
+        })
+        .unwrap_err()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("10").is_err(), "a unit is required");
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn node_errors_name_the_key() {
+        let e = node_err("drain = \"10s\"\n");
+        assert_eq!(e.key.as_deref(), Some("hbone / wireguard"));
+        let e = node_err("[hbone]\nlisten = \"127.0.0.1:0\"\n");
+        assert_eq!(e.key.as_deref(), Some("identity"));
+        let e = node_err("allow_targets = [\"10.0.0.0/40\"]\n[hbone]\n");
+        assert_eq!(e.key.as_deref(), Some("allow_targets[0]"));
+        let e = node_err("[hbone]\nallow = [\"http://x\"]\n");
+        assert_eq!(e.key.as_deref(), Some("hbone.allow[0]"));
+        assert!(e.message.contains("is not a SPIFFE ID"), "{e}");
+        let e = node_err("drain = \"soon\"\n[hbone]\n");
+        assert_eq!(e.key.as_deref(), Some("drain"));
+        let e = node_err("[hbone]\nlisten = \"nowhere\"\n");
+        assert_eq!(e.key.as_deref(), Some("hbone.listen"));
+        let e = node_err("[identity]\ndir = \"missing\"\n[hbone]\n");
+        assert_eq!(e.key.as_deref(), Some("identity.dir"));
+        assert!(e.message.contains("svid.pem"), "{e}");
+        let e = node_err("[wireguard]\nprivate_key = \"nope.key\"\naddress = \"10.9.0.1\"\n");
+        assert_eq!(e.key.as_deref(), Some("wireguard.private_key"));
+        assert!(e.message.contains("nope.key"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_file_name() {
+        let e = node_err("[hbone]\nlisten = \"127.0.0.1:0\"\nport = 1\n");
+        assert!(e.key.is_none());
+        assert!(e.origin.ends_with("node.toml"));
+        assert!(e.message.contains("unknown field `port`"), "{e}");
+    }
+
+    #[test]
+    fn proxy_errors_name_the_key() {
+        let e = proxy_err("");
+        assert_eq!(e.key.as_deref(), Some("listener"));
+        let e = proxy_err(
+            "fips = \"required\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:1\"\nvia = \"wireguard\"\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("listener[0].via"));
+        assert!(e.message.contains("not FIPS-approved"), "{e}");
+        let e = proxy_err(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:1\"\nvia = \"hbone\"\nnode = \"127.0.0.1:2\"\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("listener[0].node_id"));
+        let e = proxy_err(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:1\"\nvia = \"hbone\"\nnode = \"127.0.0.1:2\"\nnode_id = \"spiffe://a.test/n\"\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("identity"));
+        let e = proxy_err("fips = \"maybe\"\n");
+        assert_eq!(e.key.as_deref(), Some("fips"));
+        let e = proxy_err(
+            "[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:1\"\nvia = \"carrier-pigeon\"\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("listener[0].via"));
+    }
+
+    #[test]
+    fn plain_proxy_from_flags_alone() {
+        let cfg = ProxyConfig::load(&ProxyArgs {
+            listen: Some("127.0.0.1:0".into()),
+            target: Some("127.0.0.1:9".into()),
+            via: Some("plain".into()),
+            drain: Some("500ms".into()),
+            ..ProxyArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.listeners.len(), 1);
+        assert_eq!(cfg.listeners[0].via, Via::Plain);
+        assert_eq!(cfg.drain, Duration::from_millis(500));
+        assert_eq!(cfg.fips, FipsRequirement::NotRequired);
+    }
+}

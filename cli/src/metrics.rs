@@ -1,0 +1,475 @@
+//! The Prometheus (OpenMetrics text) endpoint of a node or proxy: counters the forwarders
+//! update on the data path, plus the HBONE and WireGuard libraries' own counters folded in at
+//! scrape time, served at `GET /metrics` by a minimal HTTP/1.1 responder.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fipstun_hbone::{HboneClient, HboneServer, MetricsSnapshot};
+use fipstun_wireguard::WgNode;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The content type OpenMetrics 1.0 text is served with.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Counters of one backend (`hbone`, `wireguard`, `plain`), cloned out of the families once so
+/// the data path touches only atomics.
+#[derive(Clone, Debug)]
+pub(crate) struct BackendMetrics {
+    /// Connections accepted (proxy: local TCP; node: tunnelled streams arriving).
+    pub(crate) accepted: Counter,
+    /// Streams carried end to end.
+    pub(crate) streams: Counter,
+    /// Streams open now.
+    pub(crate) active: Gauge,
+    /// Payload bytes that came out of the tunnel.
+    pub(crate) bytes_in: Counter,
+    /// Payload bytes sent into the tunnel.
+    pub(crate) bytes_out: Counter,
+    backend: &'static str,
+    refused: Family<Labels, Counter>,
+}
+
+impl BackendMetrics {
+    /// Count one refused stream.
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.refused
+            .get_or_create(&vec![("backend", self.backend), ("reason", reason)])
+            .inc();
+    }
+}
+
+/// A library whose own counters are folded into the registry at scrape time.
+enum Source {
+    HboneServer(HboneServer, Arc<std::sync::atomic::AtomicU64>),
+    HboneClient(HboneClient),
+    Wireguard(WgNode),
+}
+
+/// The process's metrics.
+pub(crate) struct Metrics {
+    registry: Registry,
+    accepted: Family<Labels, Counter>,
+    streams: Family<Labels, Counter>,
+    active: Family<Labels, Gauge>,
+    refused: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    handshake_failures: Family<Labels, Counter>,
+    wg_handshakes: Counter,
+    wg_sessions: Counter,
+    wg_datagrams: Family<Labels, Counter>,
+    wg_dropped: Family<Labels, Counter>,
+    sources: Mutex<Scrape>,
+}
+
+/// Library sources and the values last folded in from each, so counters advance by deltas.
+#[derive(Default)]
+struct Scrape {
+    sources: Vec<Source>,
+    last: HashMap<(usize, &'static str, &'static str), u64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// An empty registry with every fipstun metric declared.
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("fipstun");
+        let accepted = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_accepted",
+            "Connections accepted (proxy: local TCP clients; node: tunnelled streams or HBONE connections)",
+            accepted.clone(),
+        );
+        let streams = Family::<Labels, Counter>::default();
+        registry.register("streams", "Streams established end to end", streams.clone());
+        let active = Family::<Labels, Gauge>::default();
+        registry.register("streams_active", "Streams open now", active.clone());
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "streams_refused",
+            "Streams refused, by reason",
+            refused.clone(),
+        );
+        let bytes = Family::<Labels, Counter>::default();
+        registry.register(
+            "tunnel_bytes",
+            "Payload bytes through the tunnel (in: out of the tunnel, out: into it)",
+            bytes.clone(),
+        );
+        let handshake_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "handshake_failures",
+            "Failed tunnel connection setups, by reason",
+            handshake_failures.clone(),
+        );
+        let wg_handshakes = Counter::default();
+        registry.register(
+            "wireguard_handshakes_initiated",
+            "WireGuard handshake initiations sent",
+            wg_handshakes.clone(),
+        );
+        let wg_sessions = Counter::default();
+        registry.register(
+            "wireguard_sessions_established",
+            "WireGuard sessions established",
+            wg_sessions.clone(),
+        );
+        let wg_datagrams = Family::<Labels, Counter>::default();
+        registry.register(
+            "wireguard_datagrams",
+            "WireGuard UDP datagrams, by direction",
+            wg_datagrams.clone(),
+        );
+        let wg_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "wireguard_packets_dropped",
+            "WireGuard packets dropped, by reason",
+            wg_dropped.clone(),
+        );
+        Self {
+            registry,
+            accepted,
+            streams,
+            active,
+            refused,
+            bytes,
+            handshake_failures,
+            wg_handshakes,
+            wg_sessions,
+            wg_datagrams,
+            wg_dropped,
+            sources: Mutex::new(Scrape::default()),
+        }
+    }
+
+    /// The counters of `backend`.
+    pub(crate) fn backend(&self, backend: &'static str) -> BackendMetrics {
+        let b = vec![("backend", backend)];
+        let dir = |d: &'static str| vec![("backend", backend), ("direction", d)];
+        // One statement per family lookup: `get_or_create` returns a read guard, and a second
+        // lookup that must insert into the same family while the first guard is alive (one
+        // struct literal) deadlocks on the family's lock.
+        let bytes_in = self.bytes.get_or_create(&dir("in")).clone();
+        let bytes_out = self.bytes.get_or_create(&dir("out")).clone();
+        BackendMetrics {
+            accepted: self.accepted.get_or_create(&b).clone(),
+            streams: self.streams.get_or_create(&b).clone(),
+            active: self.active.get_or_create(&b).clone(),
+            bytes_in,
+            bytes_out,
+            backend,
+            refused: self.refused.clone(),
+        }
+    }
+
+    /// Fold an HBONE server's counters in at scrape time. `target_refusals` counts the
+    /// CONNECTs our own handler refused (already counted as `target_not_allowed`), so the rest
+    /// of the server's rejections are reported as `rejected`.
+    pub(crate) fn watch_hbone_server(
+        &self,
+        server: HboneServer,
+        target_refusals: Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        self.lock()
+            .sources
+            .push(Source::HboneServer(server, target_refusals));
+    }
+
+    /// Fold an HBONE client's handshake failures in at scrape time.
+    pub(crate) fn watch_hbone_client(&self, client: HboneClient) {
+        self.lock().sources.push(Source::HboneClient(client));
+    }
+
+    /// Fold a WireGuard node's counters in at scrape time.
+    pub(crate) fn watch_wireguard(&self, node: WgNode) {
+        self.lock().sources.push(Source::Wireguard(node));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Scrape> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The OpenMetrics text of every metric, library counters brought up to date.
+    pub(crate) fn render(&self) -> String {
+        self.refresh();
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    fn refresh(&self) {
+        let mut scrape = self.lock();
+        let Scrape { sources, last } = &mut *scrape;
+        for (i, source) in sources.iter().enumerate() {
+            // Advance `counter` to the library's cumulative `now`.
+            let mut bump = |counter: &Counter, metric: &'static str, label: &'static str, now| {
+                let prev = last.insert((i, metric, label), now).unwrap_or(0);
+                counter.inc_by(now.saturating_sub(prev));
+            };
+            match source {
+                Source::HboneServer(server, ours) => {
+                    let s = server.metrics();
+                    let b = vec![("backend", "hbone")];
+                    bump(
+                        &self.accepted.get_or_create(&b),
+                        "accepted",
+                        "",
+                        s.connections_opened,
+                    );
+                    bump(
+                        &self.streams.get_or_create(&b),
+                        "streams",
+                        "",
+                        s.streams_opened,
+                    );
+                    self.active
+                        .get_or_create(&b)
+                        .set(i64::try_from(s.streams_active).unwrap_or(i64::MAX));
+                    let ours = ours.load(std::sync::atomic::Ordering::Relaxed);
+                    bump(
+                        &self
+                            .refused
+                            .get_or_create(&vec![("backend", "hbone"), ("reason", "rejected")]),
+                        "refused",
+                        "rejected",
+                        s.streams_rejected.saturating_sub(ours),
+                    );
+                    bump(
+                        &self.refused.get_or_create(&vec![
+                            ("backend", "hbone"),
+                            ("reason", "connection_limit"),
+                        ]),
+                        "refused",
+                        "connection_limit",
+                        s.connections_refused,
+                    );
+                    let dir = |d| vec![("backend", "hbone"), ("direction", d)];
+                    bump(
+                        &self.bytes.get_or_create(&dir("in")),
+                        "bytes",
+                        "in",
+                        s.bytes_in,
+                    );
+                    bump(
+                        &self.bytes.get_or_create(&dir("out")),
+                        "bytes",
+                        "out",
+                        s.bytes_out,
+                    );
+                    self.fold_handshakes(&s, &mut bump);
+                }
+                Source::HboneClient(client) => {
+                    let s = client.metrics();
+                    self.fold_handshakes(&s, &mut bump);
+                }
+                Source::Wireguard(node) => {
+                    let s = node.stats();
+                    bump(
+                        &self.wg_handshakes,
+                        "wg",
+                        "handshakes",
+                        s.handshakes_initiated,
+                    );
+                    bump(&self.wg_sessions, "wg", "sessions", s.sessions_established);
+                    let d = |d| vec![("direction", d)];
+                    bump(
+                        &self.wg_datagrams.get_or_create(&d("rx")),
+                        "wg",
+                        "rx",
+                        s.rx_datagrams,
+                    );
+                    bump(
+                        &self.wg_datagrams.get_or_create(&d("tx")),
+                        "wg",
+                        "tx",
+                        s.tx_datagrams,
+                    );
+                    let r = |r| vec![("reason", r)];
+                    bump(
+                        &self.wg_dropped.get_or_create(&r("replayed")),
+                        "wg",
+                        "replayed",
+                        s.rx_replayed,
+                    );
+                    bump(
+                        &self.wg_dropped.get_or_create(&r("invalid")),
+                        "wg",
+                        "invalid",
+                        s.rx_dropped,
+                    );
+                }
+            }
+        }
+    }
+
+    fn fold_handshakes(
+        &self,
+        s: &MetricsSnapshot,
+        bump: &mut impl FnMut(&Counter, &'static str, &'static str, u64),
+    ) {
+        for (why, n) in &s.handshake_failures {
+            let label = why.label();
+            bump(
+                &self
+                    .handshake_failures
+                    .get_or_create(&vec![("backend", "hbone"), ("reason", label)]),
+                "handshake",
+                label,
+                *n,
+            );
+        }
+    }
+}
+
+/// Serve `GET /metrics` on `listener` until the task is dropped. One request per connection.
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        match listener.accept().await {
+            Ok((s, remote)) => {
+                let metrics = metrics.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer(s, &metrics).await {
+                        tracing::debug!(%remote, error = %e, "metrics request failed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The largest request head we read.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+async fn answer(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await?;
+            if n == 0 || head.len() + n > MAX_REQUEST_HEAD {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "incomplete or oversized request head",
+                ));
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_head)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timeout"))??;
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, path) = (parts.next(), parts.next());
+    let (status, content_type, body) = match (method, path) {
+        (Some(b"GET"), Some(p)) if p == b"/metrics" || p.starts_with(b"/metrics?") => {
+            ("200 OK", CONTENT_TYPE, metrics.render())
+        }
+        (Some(b"GET"), _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "not found: metrics are at /metrics\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "only GET /metrics\n".to_string(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(response.as_bytes()).await?;
+    s.shutdown().await
+}
+
+/// A bound metrics endpoint, if configured.
+pub(crate) async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, String> {
+    match addr {
+        None => Ok(None),
+        Some(a) => TcpListener::bind(a)
+            .await
+            .map(Some)
+            .map_err(|e| format!("metrics: cannot listen on {a}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_as_openmetrics() {
+        let m = Metrics::new();
+        let b = m.backend("plain");
+        b.accepted.inc();
+        b.bytes_out.inc_by(42);
+        b.refused("unreachable");
+        let text = m.render();
+        assert!(
+            text.contains("fipstun_connections_accepted_total{backend=\"plain\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fipstun_tunnel_bytes_total{backend=\"plain\",direction=\"out\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "fipstun_streams_refused_total{backend=\"plain\",reason=\"unreachable\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn http_endpoint_answers_get_metrics_only() {
+        let m = Arc::new(Metrics::new());
+        m.backend("hbone").streams.inc();
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(serve(l, m));
+        let get = |path: &'static str| async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("/metrics").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.contains(CONTENT_TYPE));
+        assert!(
+            ok.contains("fipstun_streams_total{backend=\"hbone\"} 1"),
+            "{ok}"
+        );
+        assert!(get("/").await.starts_with("HTTP/1.1 404"));
+        task.abort();
+    }
+}
