@@ -9,6 +9,8 @@
 //!   targets); `fipstun proxy` the outbound side (local TCP listeners through a backend). Both
 //!   take `--config FILE` (TOML, see DESIGN.md) and flags, log with tracing, serve Prometheus
 //!   metrics, print `fipstun <mode>: ready ...` on stderr once bound, and drain on SIGTERM.
+//! - `fipstun scorecard` runs plain TCP, HBONE/FIPS and WireGuard under the same workloads
+//!   (through real node and proxy processes) and writes a table, JSON and an SVG chart.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)] // a CLI prints its answers
 
@@ -23,6 +25,7 @@ mod metrics;
 mod node;
 mod proxy;
 mod relay;
+mod scorecard;
 
 /// fipstun: FIPS mTLS/HBONE and WireGuard tunnels behind one trait, measured head to head.
 #[derive(Parser, Debug)]
@@ -47,6 +50,8 @@ enum Command {
     Node(config::NodeArgs),
     /// Outbound side: local TCP listeners whose connections go through a tunnel to a node.
     Proxy(config::ProxyArgs),
+    /// The head-to-head scorecard: plain TCP, HBONE/FIPS and WireGuard under the same load.
+    Scorecard(scorecard::ScorecardArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("fipstun ca: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Scorecard(args) => match scorecard::run(args) {
+            Ok(table) => {
+                println!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fipstun scorecard: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -243,6 +243,13 @@ fn panel_svg(out: &mut String, p: &Panel, x0: f64, y0: f64, w: f64, h: f64, name
                 esc(names.get(bi).map(String::as_str).unwrap_or("")),
                 esc(&si(*v))
             );
+            let _ = writeln!(
+                out,
+                r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{}</text>"#,
+                x + (bw - 2.0).max(1.0) / 2.0,
+                bottom - bh - 3.0,
+                esc(&si(*v))
+            );
         }
         let _ = writeln!(
             out,

@@ -1,0 +1,641 @@
+//! `fipstun scorecard`: the head-to-head run. Issues SVIDs with the embedded CA, starts real
+//! `fipstun node` and `fipstun proxy` processes for each backend, drives the same workloads
+//! through plain TCP (no mesh), HBONE/FIPS and WireGuard, and writes the table, JSON and an
+//! SVG chart into an output folder.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use fipstun_benches::Sinks;
+use fipstun_benches::scorecard::{
+    self, BackendResult, Measurement, Process, Role, Scorecard, Window, Workload, procfs::Pid,
+};
+use fipstun_identity::policy::fips_status;
+use fipstun_wireguard::WgPrivateKey;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::ca::parse_duration;
+
+/// The trust domain the scorecard's throw-away CA serves.
+const TRUST_DOMAIN: &str = "scorecard.test";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Backend {
+    /// Plain loopback TCP, no tunnel: the no-mesh baseline.
+    Plain,
+    /// HTTP/2 CONNECT over FIPS mutual TLS.
+    Hbone,
+    /// The WireGuard-compatible backend (not FIPS).
+    Wireguard,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Plain => "plain",
+            Backend::Hbone => "hbone",
+            Backend::Wireguard => "wireguard",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ScorecardArgs {
+    /// Total measuring budget, split evenly over every (backend, workload) pair; each pair
+    /// spends a fifth of its share (at most 1 s) warming up.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
+    duration: Duration,
+    /// Output folder (default: `scorecard-<UTC timestamp>` in the current directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Backends to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "plain,hbone,wireguard"
+    )]
+    backends: Vec<Backend>,
+    /// No progress bar (plain lines on stderr instead).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// Durations for the scorecard: `500ms` as well as everything `ca` accepts (`90s`, `2m`).
+fn parse_duration_ms(s: &str) -> Result<Duration, String> {
+    match s.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .parse()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("`{s}` is not a duration like 500ms, 90s or 2m")),
+        None => parse_duration(s),
+    }
+}
+
+/// A child `fipstun` process, killed when dropped.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    /// `key=value` fields of its ready line.
+    ready: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Start `fipstun <mode> --config <config>` and wait for its ready line; its stderr goes to
+    /// `log`.
+    fn start(name: &'static str, mode: &str, config: &Path, log: &Path) -> Result<Self, String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+        let mut child = Command::new(exe)
+            .arg(mode)
+            .arg("--config")
+            .arg(config)
+            .env(
+                "RUST_LOG",
+                std::env::var("FIPSTUN_SCORECARD_LOG").unwrap_or("warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start fipstun {mode}: {e}"))?;
+        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let mut file = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let prefix = format!("fipstun {mode}: ready");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let _ = writeln!(file, "{line}");
+                if let Some(rest) = line.strip_prefix(&prefix) {
+                    let _ = tx.send(rest.to_string());
+                }
+            }
+        });
+        let mut d = Daemon {
+            name,
+            child,
+            ready: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(rest) => {
+                    d.ready = rest
+                        .split_whitespace()
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect();
+                    return Ok(d);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
+                    if let Ok(Some(status)) = d.child.try_wait() {
+                        return Err(format!(
+                            "fipstun {mode} exited ({status}) before it was ready; see {}",
+                            log.display()
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "fipstun {mode} did not report ready within 30 s; see {}",
+                        log.display()
+                    ));
+                }
+            }
+        }
+    }
+
+    fn addrs(&self, key: &str) -> Result<Vec<SocketAddr>, String> {
+        self.ready
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| {
+                v.parse().map_err(|e| {
+                    format!("{}: bad {key} address `{v}` in ready line: {e}", self.name)
+                })
+            })
+            .collect()
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::Other(self.child.id())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where a workload connects, and who pays for it.
+struct Path2 {
+    echo: SocketAddr,
+    discard: SocketAddr,
+    processes: Vec<Process>,
+    _daemons: Vec<Daemon>,
+    protocol: String,
+    cipher: String,
+    fips: bool,
+    path: String,
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), String> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// TOML basic string (paths and IDs never need more than quote and backslash escaping).
+fn q(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn app_process() -> Process {
+    Process {
+        name: "load+sinks".into(),
+        pid: Pid::Current,
+        role: Role::App,
+    }
+}
+
+struct Setup<'a> {
+    out: &'a Path,
+    sinks: &'a Sinks,
+}
+
+impl Setup<'_> {
+    fn pki(&self) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let pki = self.out.join("pki");
+        let run = |args: &[&str]| -> Result<(), String> {
+            let o = Command::new(&exe)
+                .args(args)
+                .output()
+                .map_err(|e| format!("fipstun {}: {e}", args.join(" ")))?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "fipstun {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+        };
+        let ca = pki.join("ca");
+        let ca = ca.to_str().ok_or("output path is not UTF-8")?;
+        run(&[
+            "ca",
+            "init",
+            "--trust-domain",
+            TRUST_DOMAIN,
+            "--out",
+            ca,
+            "--validity",
+            "1d",
+        ])?;
+        for who in ["node", "proxy"] {
+            let dir = pki.join(who);
+            let id = format!("spiffe://{TRUST_DOMAIN}/{who}");
+            run(&[
+                "ca",
+                "issue",
+                "--ca",
+                ca,
+                "--id",
+                &id,
+                "--out",
+                dir.to_str().ok_or("output path is not UTF-8")?,
+                "--ttl",
+                "1d",
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn plain(&self) -> Path2 {
+        Path2 {
+            echo: self.sinks.echo,
+            discard: self.sinks.discard,
+            processes: vec![app_process()],
+            _daemons: Vec::new(),
+            protocol: "TCP".into(),
+            cipher: "none".into(),
+            fips: false,
+            path: "load -> TCP -> sink (no mesh)".into(),
+        }
+    }
+
+    fn listeners(&self, via: &str, extra: &str) -> String {
+        [self.sinks.echo, self.sinks.discard]
+            .iter()
+            .map(|t| {
+                format!(
+                    "\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"{t}\"\nvia = \"{via}\"\n{extra}"
+                )
+            })
+            .collect()
+    }
+
+    fn tunnel(
+        &self,
+        name: &str,
+        node_toml: String,
+        proxy_toml: String,
+        security: fipstun_transport::SecurityInfo,
+        path: &str,
+    ) -> Result<Path2, String> {
+        let dir = self.out.join(name);
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let logs = self.out.join("logs");
+        write(&dir.join("node.toml"), &node_toml)?;
+        let node = Daemon::start(
+            "node",
+            "node",
+            &dir.join("node.toml"),
+            &logs.join(format!("{name}-node.log")),
+        )?;
+        let proxy_toml = proxy_toml.replace("@NODE@", &node_addr(&node, name)?.to_string());
+        write(&dir.join("proxy.toml"), &proxy_toml)?;
+        let proxy = Daemon::start(
+            "proxy",
+            "proxy",
+            &dir.join("proxy.toml"),
+            &logs.join(format!("{name}-proxy.log")),
+        )?;
+        let l = proxy.addrs("listener")?;
+        let [echo, discard] = l[..] else {
+            return Err(format!("proxy reported {} listeners, expected 2", l.len()));
+        };
+        Ok(Path2 {
+            echo,
+            discard,
+            processes: vec![
+                app_process(),
+                Process {
+                    name: "proxy".into(),
+                    pid: proxy.pid(),
+                    role: Role::Tunnel,
+                },
+                Process {
+                    name: "node".into(),
+                    pid: node.pid(),
+                    role: Role::Tunnel,
+                },
+            ],
+            _daemons: vec![proxy, node],
+            protocol: security.protocol,
+            cipher: security.cipher,
+            fips: security.fips,
+            path: path.into(),
+        })
+    }
+
+    fn hbone(&self) -> Result<Path2, String> {
+        let pki = self.out.join("pki");
+        let dir = |who: &str| q(&pki.join(who).display().to_string());
+        let node = format!(
+            "allow_targets = [\"127.0.0.1/32\"]\n\n[identity]\ndir = {}\n\n[hbone]\nlisten = \"127.0.0.1:0\"\nallow = [\"spiffe://{TRUST_DOMAIN}/proxy\"]\n",
+            dir("node")
+        );
+        let proxy = format!(
+            "fips = \"required\"\n\n[identity]\ndir = {}\n{}",
+            dir("proxy"),
+            self.listeners(
+                "hbone",
+                &format!("node = \"@NODE@\"\nnode_id = \"spiffe://{TRUST_DOMAIN}/node\"\n")
+            )
+        );
+        let security =
+            fipstun_hbone::security_info(&fipstun_identity::policy::CryptoPolicy::default());
+        self.tunnel(
+            "hbone",
+            node,
+            proxy,
+            security,
+            "load -> TCP -> proxy -> HBONE (h2 over mTLS, TCP) -> node -> TCP -> sink",
+        )
+    }
+
+    fn wireguard(&self) -> Result<Path2, String> {
+        let dir = self.out.join("wireguard");
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (node_key, proxy_key) = (WgPrivateKey::generate(), WgPrivateKey::generate());
+        write_secret(&dir.join("node.key"), &node_key.to_base64())?;
+        write_secret(&dir.join("proxy.key"), &proxy_key.to_base64())?;
+        let node = format!(
+            "allow_targets = [\"127.0.0.1/32\"]\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.1\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nallowed_ips = [\"10.99.0.2/32\"]\n",
+            q(&dir.join("node.key").display().to_string()),
+            proxy_key.public_key()
+        );
+        let proxy = format!(
+            "fips = \"optional\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\n{}",
+            q(&dir.join("proxy.key").display().to_string()),
+            node_key.public_key(),
+            self.listeners("wireguard", "")
+        );
+        let s = fipstun_wireguard::security_info();
+        self.tunnel(
+            "wireguard",
+            node,
+            proxy,
+            s,
+            "load -> TCP -> proxy -> userspace TCP in WireGuard (UDP) -> node -> TCP -> sink",
+        )
+    }
+}
+
+fn node_addr(node: &Daemon, name: &str) -> Result<SocketAddr, String> {
+    let key = if name == "hbone" {
+        "hbone"
+    } else {
+        "wireguard"
+    };
+    node.addrs(key)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("node did not report a {key} address"))
+}
+
+/// One round trip through the path, retried for a few seconds: the tunnel works before any
+/// measurement starts (and the WireGuard handshake is done).
+async fn check_path(p: &Path2) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let r = async {
+            let mut s = tokio::net::TcpStream::connect(p.echo).await?;
+            s.write_all(b"ping").await?;
+            let mut b = [0u8; 4];
+            s.read_exact(&mut b).await?;
+            Ok::<_, std::io::Error>(b == *b"ping")
+        };
+        match tokio::time::timeout(Duration::from_secs(3), r).await {
+            Ok(Ok(true)) => return Ok(()),
+            Ok(Ok(false)) => last = "echo answered different bytes".into(),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "timed out".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("no round trip through {} in 10 s: {last}", p.path))
+}
+
+fn summary(backend: &str, m: &Measurement) -> String {
+    let what = match m.workload {
+        Workload::Bulk { .. } => format!("{:.2} Gbit/s", m.bytes_per_sec() * 8.0 / 1e9),
+        _ => {
+            let l = m.latency.unwrap_or_default();
+            format!(
+                "{:.0}/s, p50 {:.0} µs, p99 {:.0} µs",
+                m.ops_per_sec(),
+                l.p50_us,
+                l.p99_us
+            )
+        }
+    };
+    format!(
+        "{backend:<10} {:<13} {what}, {:.2} cores, {} errors",
+        m.workload.label(),
+        m.cores(),
+        m.errors
+    )
+}
+
+fn timestamp() -> (String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    let folder = format!(
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let rfc = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    (folder, rfc)
+}
+
+/// Run the scorecard; returns the table to print.
+pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
+    if args.backends.is_empty() {
+        return Err("no backends chosen".into());
+    }
+    let (stamp, started) = timestamp();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("scorecard-{stamp}")));
+    fs::create_dir_all(out.join("logs")).map_err(|e| format!("{}: {e}", out.display()))?;
+    let status = fips_status();
+    if !status.ok() {
+        return Err("FIPS mode is not active; `fipstun status` tells why".into());
+    }
+    let workloads = scorecard::standard_workloads();
+    let slots = (args.backends.len() * workloads.len()) as u32;
+    let slot = args.duration / slots.max(1);
+    let warmup = (slot / 5).min(Duration::from_secs(1));
+    let window = Window {
+        warmup,
+        measure: slot - warmup,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("scorecard-load")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    let module = format!("{} ({})", status.module.name, status.module.certificate);
+    let machine = scorecard::machine(started, env!("CARGO_PKG_VERSION").into(), module);
+
+    let bar = if args.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(u64::from(slots))
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .map_err(|e| e.to_string())?
+            .progress_chars("=> "),
+    );
+    let say = |line: String| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
+    let backends = rt.block_on(async {
+        let sinks = Sinks::start()
+            .await
+            .map_err(|e| format!("cannot start the sinks: {e}"))?;
+        let setup = Setup {
+            out: &out,
+            sinks: &sinks,
+        };
+        if args.backends.iter().any(|b| *b != Backend::Plain) {
+            bar.set_message("issuing SVIDs");
+            setup.pki()?;
+        }
+        let mut results = Vec::new();
+        for &b in &args.backends {
+            bar.set_message(format!("{}: starting", b.name()));
+            let path = match b {
+                Backend::Plain => setup.plain(),
+                Backend::Hbone => setup.hbone()?,
+                Backend::Wireguard => setup.wireguard()?,
+            };
+            check_path(&path).await?;
+            let mut measured = Vec::new();
+            for w in &workloads {
+                let addr = match w {
+                    Workload::Bulk { .. } => path.discard,
+                    _ => path.echo,
+                };
+                let progress = Arc::new(AtomicU64::new(0));
+                let ticker = {
+                    let (bar, progress, label) = (
+                        bar.clone(),
+                        progress.clone(),
+                        format!("{} {}", b.name(), w.label()),
+                    );
+                    let bulk = matches!(w, Workload::Bulk { .. });
+                    tokio::spawn(async move {
+                        let (mut last, mut at) = (0u64, Instant::now());
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                            let now = progress.load(Ordering::Relaxed);
+                            let rate = (now - last) as f64 / at.elapsed().as_secs_f64();
+                            (last, at) = (now, Instant::now());
+                            bar.set_message(if bulk {
+                                format!("{label}: {:.2} Gbit/s", rate * 8.0 / 1e9)
+                            } else {
+                                format!("{label}: {rate:.0}/s")
+                            });
+                        }
+                    })
+                };
+                let m = scorecard::load::run(*w, addr, window, &path.processes, progress).await;
+                ticker.abort();
+                let m = m.map_err(|e| format!("{} {}: {e}", b.name(), w.label()))?;
+                say(summary(b.name(), &m));
+                bar.inc(1);
+                measured.push(m);
+            }
+            results.push(BackendResult {
+                name: b.name().into(),
+                protocol: path.protocol.clone(),
+                cipher: path.cipher.clone(),
+                fips: path.fips,
+                path: path.path.clone(),
+                results: measured,
+            });
+        }
+        Ok::<_, String>(results)
+    })?;
+    bar.finish_and_clear();
+
+    let card = Scorecard {
+        machine,
+        warmup_s: window.warmup.as_secs_f64(),
+        measure_s: window.measure.as_secs_f64(),
+        backends,
+    };
+    let table = card.to_table();
+    write(&out.join("scorecard.txt"), &table)?;
+    write(&out.join("scorecard.json"), &card.to_json())?;
+    write(&out.join("scorecard.svg"), &card.to_svg())?;
+    let dead: Vec<String> = card
+        .backends
+        .iter()
+        .flat_map(|b| b.results.iter().map(move |m| (b, m)))
+        .filter(|(_, m)| m.ops == 0 && m.bytes == 0)
+        .map(|(b, m)| format!("{} {}", b.name, m.workload.label()))
+        .collect();
+    let mut text = format!(
+        "{table}\nwritten: {0}/scorecard.txt, {0}/scorecard.json, {0}/scorecard.svg (logs in {0}/logs)",
+        out.display()
+    );
+    if card.errors() > 0 {
+        text.push_str(&format!(
+            "\nwarning: {} operations failed (see the errors column and the logs)",
+            card.errors()
+        ));
+    }
+    if !dead.is_empty() {
+        return Err(format!("{text}\nnothing got through: {}", dead.join(", ")));
+    }
+    Ok(text)
+}

@@ -1,0 +1,56 @@
+//! `fipstun scorecard` end to end: a short run through all three paths writes a table, JSON
+//! and an SVG whose figures come from traffic that really went through node and proxy.
+
+use std::process::Command;
+
+#[test]
+fn short_scorecard_measures_every_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("card");
+    let o = Command::new(env!("CARGO_BIN_EXE_fipstun"))
+        .args(["scorecard", "--duration", "4s", "--no-progress", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("Request/response, 1024 B each way, 64 connections"));
+    for f in ["scorecard.txt", "scorecard.json", "scorecard.svg"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let svg = std::fs::read_to_string(out.join("scorecard.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("wireguard"));
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scorecard.json")).unwrap())
+            .unwrap();
+    let backends = json["backends"].as_array().unwrap();
+    let names: Vec<&str> = backends
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["plain", "hbone", "wireguard"]);
+    assert_eq!(backends[1]["fips"], true, "HBONE runs in the FIPS module");
+    assert_eq!(backends[2]["fips"], false, "WireGuard is never FIPS");
+    for b in backends {
+        let results = b["results"].as_array().unwrap();
+        assert_eq!(results.len(), 4, "{}", b["name"]);
+        for m in results {
+            let what = format!("{} {}", b["name"], m["workload"]);
+            assert_eq!(m["errors"], 0, "{what}");
+            let moved = m["ops"].as_u64().unwrap() + m["bytes"].as_u64().unwrap();
+            assert!(moved > 0, "{what}: nothing measured");
+            let procs = m["processes"].as_array().unwrap();
+            // The baseline charges only the load generator; tunnels also charge proxy and node,
+            // and those processes did real work in the window.
+            let expect = if b["name"] == "plain" { 1 } else { 3 };
+            assert_eq!(procs.len(), expect, "{what}");
+            for p in procs {
+                let cpu = p["cpu_user_s"].as_f64().unwrap() + p["cpu_sys_s"].as_f64().unwrap();
+                assert!(cpu > 0.0, "{what}: {} used no CPU", p["name"]);
+                assert!(p["peak_rss_bytes"].as_u64().unwrap() > 0, "{what}");
+            }
+        }
+    }
+}
