@@ -1,0 +1,380 @@
+//! `fipstun node` and `fipstun proxy` as separate processes on 127.0.0.1: bytes through HBONE
+//! and WireGuard with content checked, half-close, the target policy, metrics, and the
+//! SIGTERM drain.
+
+mod support;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Daemon, Pki, exchange, pattern, reverse_server, s, sample, scrape, write};
+
+fn expect_reversed(data: &[u8], back: &[u8]) {
+    let mut want = data.to_vec();
+    want.reverse();
+    assert_eq!(back.len(), want.len(), "every byte came back");
+    assert!(back == want.as_slice(), "content and order kept");
+}
+
+#[test]
+fn hbone_node_and_proxy_carry_bytes_enforce_targets_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let upstream = reverse_server(Duration::ZERO);
+    let node_toml = write(
+        dir.path(),
+        "node.toml",
+        &format!(
+            r#"
+metrics = "127.0.0.1:0"
+drain = "2s"
+allow_targets = ["127.0.0.1/32"]
+[identity]
+dir = "{}"
+[hbone]
+listen = "127.0.0.1:0"
+allow = ["{}"]
+"#,
+            s(&pki.node),
+            pki.proxy_id
+        ),
+    );
+    let node = Daemon::start(&["node", "--config", s(&node_toml)]);
+    let proxy_toml = write(
+        dir.path(),
+        "proxy.toml",
+        &format!(
+            r#"
+metrics = "127.0.0.1:0"
+drain = "2s"
+fips = "required"
+[identity]
+dir = "{id}"
+[[listener]]
+listen = "127.0.0.1:0"
+target = "{upstream}"
+via = "hbone"
+node = "{node}"
+node_id = "{node_id}"
+[[listener]]
+listen = "127.0.0.1:0"
+target = "127.0.0.2:9"
+via = "hbone"
+node = "{node}"
+node_id = "{node_id}"
+"#,
+            id = s(&pki.proxy),
+            node = node.addr("hbone"),
+            node_id = pki.node_id,
+        ),
+    );
+    let proxy = Daemon::start(&["proxy", "--config", s(&proxy_toml)]);
+    let listeners: Vec<_> = proxy
+        .ready
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("listener="))
+        .map(|a| a.parse::<std::net::SocketAddr>().unwrap())
+        .collect();
+    assert_eq!(listeners.len(), 2, "{}", proxy.ready);
+    assert_ne!(listeners[0].port(), 0, "port 0 resolved to the bound port");
+
+    // 1 MiB through the tunnel; the upstream answers only after our FIN (half-close).
+    let data = pattern(1 << 20);
+    expect_reversed(&data, &exchange(listeners[0], &data).unwrap());
+    // A few more streams on the pooled connection.
+    for n in [1, 1000, 70_000] {
+        let d = pattern(n);
+        expect_reversed(&d, &exchange(listeners[0], &d).unwrap());
+    }
+    // A target outside allow_targets: the node answers 403, the proxy closes without data.
+    let refused = exchange(listeners[1], b"hello").unwrap_or_default();
+    assert!(refused.is_empty(), "nothing from a refused target");
+
+    let (ctype, node_metrics) = scrape(node.addr("metrics"));
+    assert_eq!(
+        ctype,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(
+        sample(&node_metrics, "fipstun_streams_total{backend=\"hbone\"}"),
+        4.0
+    );
+    assert!(
+        sample(
+            &node_metrics,
+            "fipstun_tunnel_bytes_total{backend=\"hbone\",direction=\"in\"}"
+        ) >= (1 << 20) as f64
+    );
+    assert_eq!(
+        sample(
+            &node_metrics,
+            "fipstun_streams_refused_total{backend=\"hbone\",reason=\"target_not_allowed\"}"
+        ),
+        1.0
+    );
+    assert!(
+        node.stderr().contains("target not in allow_targets"),
+        "the refusal is logged:\n{}",
+        node.stderr()
+    );
+    let (_, proxy_metrics) = scrape(proxy.addr("metrics"));
+    assert_eq!(
+        sample(
+            &proxy_metrics,
+            "fipstun_connections_accepted_total{backend=\"hbone\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(&proxy_metrics, "fipstun_streams_total{backend=\"hbone\"}"),
+        4.0
+    );
+    assert_eq!(
+        sample(
+            &proxy_metrics,
+            "fipstun_streams_refused_total{backend=\"hbone\",reason=\"refused\"}"
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &proxy_metrics,
+            "fipstun_tunnel_bytes_total{backend=\"hbone\",direction=\"out\"}"
+        ) >= (1 << 20) as f64
+    );
+    assert_eq!(
+        sample(&proxy_metrics, "fipstun_streams_active{backend=\"hbone\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn an_unauthorized_proxy_identity_is_refused_in_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let upstream = reverse_server(Duration::ZERO);
+    // The node admits only some other workload.
+    let node = Daemon::start(&[
+        "node",
+        "--hbone-listen",
+        "127.0.0.1:0",
+        "--identity-dir",
+        s(&pki.node),
+        "--allow",
+        "spiffe://example.org/ns/default/sa/someone-else",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let node_hbone = node.addr("hbone").to_string();
+    let proxy = Daemon::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &upstream.to_string(),
+        "--via",
+        "hbone",
+        "--node",
+        &node_hbone,
+        "--node-id",
+        pki.node_id,
+        "--identity-dir",
+        s(&pki.proxy),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let back = exchange(proxy.addr("listener"), b"hello").unwrap_or_default();
+    assert!(back.is_empty());
+    let (_, m) = scrape(node.addr("metrics"));
+    assert_eq!(
+        sample(
+            &m,
+            "fipstun_handshake_failures_total{backend=\"hbone\",reason=\"certificate\"}"
+        ),
+        1.0
+    );
+    let (_, m) = scrape(proxy.addr("metrics"));
+    assert_eq!(
+        sample(
+            &m,
+            "fipstun_streams_refused_total{backend=\"hbone\",reason=\"tunnel\"}"
+        ),
+        1.0
+    );
+}
+
+fn wg_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = fipstun_wireguard::WgPrivateKey::generate();
+    let path = dir.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, key.to_base64().as_bytes()).unwrap();
+    (path, key.public_key().to_string())
+}
+
+#[test]
+fn wireguard_node_and_proxy_carry_bytes_and_enforce_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = reverse_server(Duration::ZERO);
+    let (node_key, node_pub) = wg_key(dir.path(), "node.key");
+    let (proxy_key, proxy_pub) = wg_key(dir.path(), "proxy.key");
+    // Tunnel-internal addresses exist only inside the encrypted tunnel.
+    let node_toml = write(
+        dir.path(),
+        "node.toml",
+        &format!(
+            r#"
+metrics = "127.0.0.1:0"
+allow_targets = ["127.0.0.1/32"]
+[wireguard]
+listen = "127.0.0.1:0"
+private_key = "{}"
+address = "10.99.0.1"
+[[wireguard.peer]]
+public_key = "{proxy_pub}"
+allowed_ips = ["10.99.0.2/32"]
+spiffe_id = "spiffe://example.org/ns/default/sa/proxy"
+"#,
+            s(&node_key)
+        ),
+    );
+    let node = Daemon::start(&["node", "--config", s(&node_toml)]);
+    let proxy_toml = write(
+        dir.path(),
+        "proxy.toml",
+        &format!(
+            r#"
+metrics = "127.0.0.1:0"
+fips = "optional"
+[wireguard]
+listen = "127.0.0.1:0"
+private_key = "proxy.key"
+address = "10.99.0.2"
+[[wireguard.peer]]
+public_key = "{node_pub}"
+allowed_ips = ["127.0.0.0/8"]
+endpoint = "{}"
+[[listener]]
+listen = "127.0.0.1:0"
+target = "{upstream}"
+via = "wireguard"
+[[listener]]
+listen = "127.0.0.1:0"
+target = "127.0.0.2:9"
+via = "wireguard"
+"#,
+            node.addr("wireguard")
+        ),
+    );
+    let _ = proxy_key; // referenced relative to the config file's directory
+    let proxy = Daemon::start(&["proxy", "--config", s(&proxy_toml)]);
+    let listeners: Vec<std::net::SocketAddr> = proxy
+        .ready
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("listener="))
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let data = pattern(1 << 20);
+    expect_reversed(&data, &exchange(listeners[0], &data).unwrap());
+    let d = pattern(3000);
+    expect_reversed(&d, &exchange(listeners[0], &d).unwrap());
+    let refused = exchange(listeners[1], b"hello").unwrap_or_default();
+    assert!(refused.is_empty(), "nothing from a refused target");
+
+    let (_, m) = scrape(node.addr("metrics"));
+    assert_eq!(
+        sample(&m, "fipstun_streams_total{backend=\"wireguard\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "fipstun_streams_refused_total{backend=\"wireguard\",reason=\"target_not_allowed\"}"
+        ),
+        1.0
+    );
+    assert!(sample(&m, "fipstun_wireguard_sessions_established_total") >= 1.0);
+    assert!(
+        sample(
+            &m,
+            "fipstun_tunnel_bytes_total{backend=\"wireguard\",direction=\"in\"}"
+        ) >= (1 << 20) as f64
+    );
+    assert!(
+        node.stderr().contains("stream dropped"),
+        "{}",
+        node.stderr()
+    );
+    let (_, m) = scrape(proxy.addr("metrics"));
+    assert!(sample(&m, "fipstun_wireguard_handshakes_initiated_total") >= 1.0);
+    assert!(
+        sample(
+            &m,
+            "fipstun_tunnel_bytes_total{backend=\"wireguard\",direction=\"in\"}"
+        ) >= (1 << 20) as f64
+    );
+}
+
+#[test]
+fn sigterm_drains_an_active_stream_then_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // The upstream answers 2 s after the client's FIN: the stream is active across SIGTERM.
+    let upstream = reverse_server(Duration::from_secs(2));
+    let mut node = Daemon::start(&[
+        "node",
+        "--hbone-listen",
+        "127.0.0.1:0",
+        "--identity-dir",
+        s(&pki.node),
+        "--drain",
+        "20s",
+    ]);
+    let node_hbone = node.addr("hbone").to_string();
+    let mut proxy = Daemon::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &upstream.to_string(),
+        "--via",
+        "hbone",
+        "--node",
+        &node_hbone,
+        "--node-id",
+        pki.node_id,
+        "--identity-dir",
+        s(&pki.proxy),
+        "--drain",
+        "20s",
+    ]);
+    let listener = proxy.addr("listener");
+    let data = pattern(100_000);
+    let client = std::thread::spawn(move || exchange(listener, &data));
+    std::thread::sleep(Duration::from_millis(700));
+    proxy.terminate();
+    node.terminate();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        TcpStream::connect(listener).is_err(),
+        "the proxy stopped accepting"
+    );
+    let back = client.join().unwrap().expect("the active stream finished");
+    expect_reversed(&pattern(100_000), &back);
+    for (name, d) in [("proxy", &mut proxy), ("node", &mut node)] {
+        let status = d
+            .wait_exit(Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("{name} did not exit after the drain:\n{}", d.stderr()));
+        assert!(
+            status.success(),
+            "{name} exit status {status}:\n{}",
+            d.stderr()
+        );
+        assert!(d.stderr().contains("SIGTERM"), "{}", d.stderr());
+    }
+}
