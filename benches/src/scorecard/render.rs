@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::{BackendResult, Measurement, Scorecard, Workload};
+use super::{BackendResult, Measurement, Role, Scorecard, Workload};
 
 fn si(v: f64) -> String {
     if v >= 1e9 {
@@ -24,8 +24,26 @@ fn us(v: f64) -> String {
     }
 }
 
-fn mib(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+fn has_tunnel(m: &Measurement) -> bool {
+    m.processes.iter().any(|p| p.role == Role::Tunnel)
+}
+
+/// Tunnel CPU seconds, or a dash for the no-mesh baseline (nothing to charge).
+fn tunnel_cpu(m: &Measurement) -> String {
+    if has_tunnel(m) {
+        format!("{:.2}", m.cpu_tunnel_s())
+    } else {
+        "—".into()
+    }
+}
+
+/// Peak RSS of proxy + node, or a dash for the baseline.
+fn tunnel_rss(m: &Measurement) -> String {
+    if has_tunnel(m) {
+        format!("{:.1} MiB", m.tunnel_peak_rss() as f64 / (1024.0 * 1024.0))
+    } else {
+        "—".into()
+    }
 }
 
 fn title(w: &Workload) -> String {
@@ -117,15 +135,15 @@ pub(super) fn table(s: &Scorecard) -> String {
                         .unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "  {:<10} {:>9.2} {:>8} {:>8.2} {:>8.2} {:>7.2} {:>11.0} {:>8} MiB {:>7}",
+                        "  {:<10} {:>9.2} {:>8} {:>8.2} {:>8} {:>7.2} {:>11.0} {:>12} {:>7}",
                         b.name,
                         m.bytes_per_sec() * 8.0 / 1e9,
                         rel,
                         m.cpu_total_s(),
-                        m.cpu_tunnel_s(),
+                        tunnel_cpu(m),
                         m.cores(),
                         m.bytes_per_core() / 1e6,
-                        mib(m.tunnel_peak_rss()),
+                        tunnel_rss(m),
                         m.errors
                     );
                 }
@@ -160,7 +178,7 @@ pub(super) fn table(s: &Scorecard) -> String {
                         .unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "  {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.2} {:>8.2} {:>6.2} {:>9} {:>7} MiB {:>7}",
+                        "  {:<10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.2} {:>8} {:>6.2} {:>9} {:>11} {:>7}",
                         b.name,
                         si(m.ops_per_sec()),
                         rel,
@@ -169,10 +187,10 @@ pub(super) fn table(s: &Scorecard) -> String {
                         us(l.p99_us),
                         us(l.p999_us),
                         m.cpu_total_s(),
-                        m.cpu_tunnel_s(),
+                        tunnel_cpu(m),
                         m.cores(),
                         si(m.ops_per_core()),
-                        mib(m.tunnel_peak_rss()),
+                        tunnel_rss(m),
                         m.errors
                     );
                 }
