@@ -426,6 +426,16 @@ fn read_file<T: for<'de> Deserialize<'de> + Default>(
     toml::from_str(&text).map_err(|e| fail(e.to_string().trim_end().to_string()))
 }
 
+/// [`load_identity`] again at run time (the files were replaced, e.g. by `fipstun ca issue
+/// --force`); errors name the directory.
+pub(crate) fn reload_identity(dir: &Path) -> Result<IdentityFiles, ConfigError> {
+    let ctx = Ctx {
+        origin: "identity reload".into(),
+        base: PathBuf::new(),
+    };
+    load_identity(&ctx, dir)
+}
+
 /// Load the SVID, key and bundle from `dir` and check that the SVID is valid now and chains to
 /// the bundle.
 fn load_identity(ctx: &Ctx, dir: &Path) -> Result<IdentityFiles, ConfigError> {

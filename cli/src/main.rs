@@ -26,6 +26,7 @@ mod node;
 mod proxy;
 mod relay;
 mod scorecard;
+mod svid_reload;
 
 /// fipstun: FIPS mTLS/HBONE and WireGuard tunnels behind one trait, measured head to head.
 #[derive(Parser, Debug)]

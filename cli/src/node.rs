@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::config::NodeConfig;
 use crate::metrics::{BackendMetrics, Metrics};
-use crate::relay::{ActiveStreams, Counted, termination};
+use crate::relay::{ActiveStreams, COPY_BUFFER_BYTES, Counted, termination};
 
 /// How long the node waits for a target's TCP connect.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,6 +51,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
                 )
             })?;
             let trust = TrustStore::new(BundleSet::new().with(id.bundle.clone()));
+            crate::svid_reload::spawn(id.dir.clone(), slot.clone(), trust.clone(), policy);
             let clients = if h.allow.is_empty() {
                 Authorizer::trust_domains([id.trust_domain()])
             } else {
@@ -210,7 +211,14 @@ async fn forward_wireguard(
             m.streams.inc();
             tracing::debug!(%peer, %target, "stream forwarded");
             let mut tunnel = Counted::new(stream, m.bytes_in.clone(), m.bytes_out.clone());
-            if let Err(e) = tokio::io::copy_bidirectional(&mut tunnel, &mut upstream).await {
+            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+                &mut tunnel,
+                &mut upstream,
+                COPY_BUFFER_BYTES,
+                COPY_BUFFER_BYTES,
+            )
+            .await
+            {
                 tracing::debug!(%peer, %target, error = %e, "stream ended with an error");
             }
         });

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{ProxyConfig, Via};
 use crate::metrics::{BackendMetrics, Metrics};
-use crate::relay::{ActiveStreams, Counted, termination};
+use crate::relay::{ActiveStreams, COPY_BUFFER_BYTES, Counted, termination};
 
 /// Run the proxy until SIGTERM/SIGINT, then drain.
 pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
@@ -40,6 +40,7 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
                 )
             })?;
             let trust = TrustStore::new(BundleSet::new().with(id.bundle.clone()));
+            crate::svid_reload::spawn(id.dir.clone(), slot.clone(), trust.clone(), policy);
             let client = HboneClient::new(
                 TlsIdentity::new(policy, trust, slot),
                 ClientConfig::default(),
@@ -166,7 +167,14 @@ async fn accept<T: Transport>(
             tracing::debug!(%client, %target, "stream open");
             // Reads from the local client go into the tunnel; writes to it came out.
             let mut local = Counted::new(tcp, m.bytes_out.clone(), m.bytes_in.clone());
-            if let Err(e) = tokio::io::copy_bidirectional(&mut local, &mut tunnel).await {
+            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+                &mut local,
+                &mut tunnel,
+                COPY_BUFFER_BYTES,
+                COPY_BUFFER_BYTES,
+            )
+            .await
+            {
                 tracing::debug!(%client, %target, error = %e, "stream ended with an error");
             }
         });

@@ -378,3 +378,50 @@ fn sigterm_drains_an_active_stream_then_exits_zero() {
         assert!(d.stderr().contains("SIGTERM"), "{}", d.stderr());
     }
 }
+
+#[test]
+fn a_node_picks_up_reissued_svid_files_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let upstream = reverse_server(Duration::ZERO);
+    let node = Daemon::start(&[
+        "node",
+        "--hbone-listen",
+        "127.0.0.1:0",
+        "--identity-dir",
+        s(&pki.node),
+    ]);
+    // A new root for the same trust domain: a proxy holding only the new bundle can talk to
+    // the node only if the node now presents an SVID from the new root.
+    let rotated = Pki::new(&dir.path().join("rotated"));
+    for f in ["svid.pem", "svid-key.pem", "bundle.pem"] {
+        std::fs::copy(rotated.node.join(f), pki.node.join(f)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !node.stderr().contains("reloaded the SVID and bundle") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload logged:\n{}",
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let node_hbone = node.addr("hbone").to_string();
+    let proxy = Daemon::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &upstream.to_string(),
+        "--via",
+        "hbone",
+        "--node",
+        &node_hbone,
+        "--node-id",
+        rotated.node_id,
+        "--identity-dir",
+        s(&rotated.proxy),
+    ]);
+    let d = pattern(5000);
+    expect_reversed(&d, &exchange(proxy.addr("listener"), &d).unwrap());
+}
