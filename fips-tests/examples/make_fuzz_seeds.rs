@@ -180,4 +180,54 @@ fn main() {
     }
     write("private_key", "pem", key.to_pem().as_bytes());
     write("private_key", "pem-p384", p384.to_pem().as_bytes());
+
+    // Identity-plane answers (the first byte picks the parser, as in the target).
+    planes_seeds(&f, &svid);
+}
+
+fn planes_seeds(f: &Seeds, svid: &fipstun_identity::svid::Svid) {
+    use fipstun_planes::proto::{
+        IstioCertificateResponse, X509BundlesResponse, X509Svid, X509SvidResponse,
+    };
+    use prost::Message;
+    let root = f.ca.bundle().roots()[0].to_vec();
+    let chain: Vec<u8> = svid.chain().iter().flat_map(|c| c.to_vec()).collect();
+    let tagged = |selector: u8, body: Vec<u8>| [vec![selector], body].concat();
+    let response = X509SvidResponse {
+        svids: vec![X509Svid {
+            spiffe_id: svid.id().to_string(),
+            x509_svid: chain.clone(),
+            x509_svid_key: svid.key().to_rustls().secret_der().to_vec(),
+            bundle: root.clone(),
+            hint: String::new(),
+        }],
+        ..Default::default()
+    };
+    write(
+        "planes_response",
+        "x509-svid",
+        &tagged(0, response.encode_to_vec()),
+    );
+    let bundles = X509BundlesResponse {
+        bundles: [("fuzz.test".to_string(), root.clone())].into(),
+        ..Default::default()
+    };
+    write(
+        "planes_response",
+        "bundles",
+        &tagged(1, bundles.encode_to_vec()),
+    );
+    let istio = IstioCertificateResponse {
+        cert_chain: vec![svid.chain_pem(), f.ca.bundle().to_pem()],
+    };
+    write(
+        "planes_response",
+        "istio-chain",
+        &tagged(2, istio.encode_to_vec()),
+    );
+    write(
+        "planes_response",
+        "der-chain",
+        &tagged(3, [chain, root].concat()),
+    );
 }
