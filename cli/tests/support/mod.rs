@@ -233,6 +233,13 @@ pub(crate) fn scrape(addr: SocketAddr) -> (String, String) {
     (ctype, body.to_string())
 }
 
+/// The value of the sample `name{labels}` (exact text before the space), if present.
+pub(crate) fn try_sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("number"))
+}
+
 /// The value of the sample `name{labels}` (exact text before the space) in a scrape.
 pub(crate) fn sample(body: &str, series: &str) -> f64 {
     body.lines()
