@@ -451,3 +451,39 @@ fn a_node_picks_up_reissued_svid_files_without_restart() {
     let d = pattern(5000);
     expect_reversed(&d, &exchange(proxy.addr("listener"), &d).unwrap());
 }
+
+#[test]
+fn plain_proxy_from_flags_carries_bytes_and_refuses_under_fips_required() {
+    let upstream = reverse_server(Duration::ZERO);
+    let target = upstream.to_string();
+    let proxy = Daemon::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &target,
+        "--via",
+        "plain",
+    ]);
+    let d = pattern(200_000);
+    expect_reversed(&d, &exchange(proxy.addr("listener"), &d).unwrap());
+    let out = support::fipstun(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &target,
+        "--via",
+        "plain",
+        "--fips",
+        "required",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "command line: `listener[0].via`: `plain` is not FIPS-approved but fips = \"required\""
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
