@@ -929,6 +929,47 @@ mod tests {
     }
 
     #[test]
+    fn flags_override_the_file() {
+        let (_d, p) = node_file(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\nvia = \"plain\"\n\
+             drain = \"3s\"\n",
+        );
+        // `drain` after a table header belongs to the table: an unknown key there.
+        let e = ProxyConfig::load(&ProxyArgs {
+            config: Some(p),
+            ..ProxyArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.message.contains("unknown field `drain`"), "{e}");
+
+        let (_d, p) = node_file(
+            "drain = \"3s\"\n[[listener]]\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\nvia = \"plain\"\n",
+        );
+        let cfg = ProxyConfig::load(&ProxyArgs {
+            config: Some(p),
+            target: Some("127.0.0.1:3".into()),
+            drain: Some("250ms".into()),
+            ..ProxyArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.listeners[0].listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(cfg.listeners[0].target, "127.0.0.1:3".parse().unwrap());
+        assert_eq!(cfg.drain, Duration::from_millis(250));
+
+        let (_d, p) = node_file(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\nvia = \"plain\"\n\
+             [[listener]]\nlisten = \"127.0.0.1:4\"\ntarget = \"127.0.0.1:2\"\nvia = \"plain\"\n",
+        );
+        let e = ProxyConfig::load(&ProxyArgs {
+            config: Some(p),
+            target: Some("127.0.0.1:3".into()),
+            ..ProxyArgs::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listener"));
+    }
+
+    #[test]
     fn plain_proxy_from_flags_alone() {
         let cfg = ProxyConfig::load(&ProxyArgs {
             listen: Some("127.0.0.1:0".into()),
