@@ -413,10 +413,13 @@ impl HboneClient {
         // SNI is not used for SPIFFE: an IP server name makes rustls send none.
         let name = ServerName::IpAddress(peer.ip().into());
         let handshake = async {
-            let tls = TlsConnector::from(tls)
+            let mut tls = TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await
                 .map_err(|e| fail(classify_tls_error(&e), e.to_string()))?;
+            tls.get_mut()
+                .1
+                .set_buffer_limit(Some(crate::TLS_SEND_BUFFER_BYTES));
             let (_, session) = tls.get_ref();
             if session.alpn_protocol() != Some(ALPN_H2) {
                 return Err(fail(

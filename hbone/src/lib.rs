@@ -155,6 +155,11 @@ impl TlsIdentity {
     }
 }
 
+/// Encrypted bytes rustls may queue for the socket (rustls' default is 64 KiB). h2 hands the
+/// TLS stream at most this much per write before the stream writes it out, so a bulk stream
+/// made one `writev` (and woke the receiver once) per 64 KiB.
+const TLS_SEND_BUFFER_BYTES: usize = 1 << 20;
+
 /// The largest header block the server accepts (SETTINGS_MAX_HEADER_LIST_SIZE): a CONNECT
 /// carries an authority and a few tracing headers, never more.
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;

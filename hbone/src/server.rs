@@ -431,12 +431,15 @@ impl HboneServer {
     > {
         let cfg = &self.inner.config;
         let fut = async {
-            let tls = self
+            let mut tls = self
                 .inner
                 .acceptor
                 .accept(tcp)
                 .await
                 .map_err(|e| (classify_tls_error(&e), e.to_string()))?;
+            tls.get_mut()
+                .1
+                .set_buffer_limit(Some(crate::TLS_SEND_BUFFER_BYTES));
             let (_, session) = tls.get_ref();
             if session.alpn_protocol() != Some(ALPN_H2) {
                 return Err((
