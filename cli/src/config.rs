@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, ValueEnum};
 use fipstun_identity::bundle::{BundleSet, TrustBundle};
 use fipstun_identity::keys::PrivateKey;
-use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+use fipstun_identity::spiffe::SpiffeId;
 use fipstun_identity::svid::{self, Svid, Usage};
+use fipstun_planes::workload::EndpointSocket;
 use fipstun_transport::FipsRequirement;
 use fipstun_wireguard::{IpPrefix, WgPeer, WgPrivateKey, WgPublicKey};
 use rustls_pki_types::CertificateDer;
@@ -80,6 +81,10 @@ pub(crate) struct NodeArgs {
     /// `identity.dir`: directory with svid.pem, svid-key.pem and bundle.pem.
     #[arg(long, value_name = "DIR")]
     pub(crate) identity_dir: Option<PathBuf>,
+    /// `identity.workload_api`: take SVIDs from a SPIFFE Workload API (SPIRE agent) socket,
+    /// `unix:///path`, instead of files.
+    #[arg(long, value_name = "URI", conflicts_with = "identity_dir")]
+    pub(crate) workload_api: Option<String>,
     /// `allow_targets` (repeatable): IP prefixes the node may dial; default any.
     #[arg(long = "allow-target", value_name = "PREFIX")]
     pub(crate) allow_targets: Vec<String>,
@@ -119,6 +124,10 @@ pub(crate) struct ProxyArgs {
     /// `identity.dir`: directory with svid.pem, svid-key.pem and bundle.pem.
     #[arg(long, value_name = "DIR")]
     pub(crate) identity_dir: Option<PathBuf>,
+    /// `identity.workload_api`: take SVIDs from a SPIFFE Workload API (SPIRE agent) socket,
+    /// `unix:///path`, instead of files.
+    #[arg(long, value_name = "URI", conflicts_with = "identity_dir")]
+    pub(crate) workload_api: Option<String>,
     /// `fips`: required or optional.
     #[arg(long, value_name = "REQUIREMENT")]
     pub(crate) fips: Option<String>,
@@ -162,7 +171,8 @@ struct ProxyFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdentityFile {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
+    workload_api: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,7 +227,7 @@ pub(crate) struct NodeConfig {
     /// Prefixes the node may dial; empty = any.
     pub(crate) allow_targets: Vec<IpPrefix>,
     /// The SVID files (needed by HBONE).
-    pub(crate) identity: Option<IdentityFiles>,
+    pub(crate) identity: Option<Identity>,
     /// The HBONE server.
     pub(crate) hbone: Option<HboneSettings>,
     /// The WireGuard node (accepting inbound).
@@ -246,6 +256,30 @@ pub(crate) struct WgSettings {
     pub(crate) peers: Vec<WgPeer>,
 }
 
+/// Where a node or proxy gets its SVID.
+#[derive(Debug)]
+pub(crate) enum Identity {
+    /// Files from `fipstun ca issue`, loaded and checked at start, re-read when replaced.
+    Files(IdentityFiles),
+    /// A SPIFFE Workload API endpoint (a SPIRE agent); SVIDs and bundles are streamed.
+    WorkloadApi(EndpointSocket),
+}
+
+/// `[identity]`: exactly one of `dir` and `workload_api`.
+fn identity_source(ctx: &Ctx, i: &IdentityFile) -> Result<Identity, ConfigError> {
+    match (&i.dir, &i.workload_api) {
+        (Some(dir), None) => Ok(Identity::Files(load_identity(ctx, &ctx.path(dir))?)),
+        (None, Some(uri)) => EndpointSocket::parse(uri)
+            .map(Identity::WorkloadApi)
+            .map_err(|e| ctx.err("identity.workload_api", e.to_string())),
+        (Some(_), Some(_)) => Err(ctx.err("identity", "set either dir or workload_api, not both")),
+        (None, None) => Err(ctx.err(
+            "identity",
+            "needs dir = \"...\" (SVID files) or workload_api = \"unix:///...\" (SPIRE)",
+        )),
+    }
+}
+
 /// An SVID, its key and the bundle of its trust domain, loaded from an `identity.dir`.
 #[derive(Debug)]
 pub(crate) struct IdentityFiles {
@@ -255,13 +289,6 @@ pub(crate) struct IdentityFiles {
     pub(crate) svid: Svid,
     /// The roots of the SVID's trust domain.
     pub(crate) bundle: TrustBundle,
-}
-
-impl IdentityFiles {
-    /// The trust domain of the SVID.
-    pub(crate) fn trust_domain(&self) -> TrustDomain {
-        self.svid.id().trust_domain()
-    }
 }
 
 /// What `fipstun proxy` runs.
@@ -274,7 +301,7 @@ pub(crate) struct ProxyConfig {
     /// Whether only FIPS backends may be used.
     pub(crate) fips: FipsRequirement,
     /// The SVID files (needed by HBONE listeners).
-    pub(crate) identity: Option<IdentityFiles>,
+    pub(crate) identity: Option<Identity>,
     /// The WireGuard node shared by `via = "wireguard"` listeners.
     pub(crate) wireguard: Option<WgSettings>,
     /// The local listeners.
@@ -604,7 +631,14 @@ impl NodeConfig {
         }
         if let Some(d) = &args.identity_dir {
             file.identity = Some(IdentityFile {
-                dir: std::env::current_dir().unwrap_or_default().join(d),
+                dir: Some(std::env::current_dir().unwrap_or_default().join(d)),
+                workload_api: None,
+            });
+        }
+        if let Some(uri) = &args.workload_api {
+            file.identity = Some(IdentityFile {
+                dir: None,
+                workload_api: Some(uri.clone()),
             });
         }
         if !args.allow_targets.is_empty() {
@@ -650,12 +684,13 @@ impl NodeConfig {
             })
             .transpose()?;
         let identity = match &file.identity {
-            Some(i) => Some(load_identity(&ctx, &ctx.path(&i.dir))?),
+            Some(i) => Some(identity_source(&ctx, i)?),
             None if hbone.is_some() => {
                 return Err(ctx.err(
                     "identity",
                     "[hbone] needs [identity] dir = \"...\" (or --identity-dir): the directory \
-                     `fipstun ca issue` wrote svid.pem, svid-key.pem and bundle.pem into",
+                     `fipstun ca issue` wrote svid.pem, svid-key.pem and bundle.pem into; or \
+                     workload_api = \"unix:///...\" (or --workload-api)",
                 ));
             }
             None => None,
@@ -714,7 +749,14 @@ impl ProxyConfig {
         }
         if let Some(d) = &args.identity_dir {
             file.identity = Some(IdentityFile {
-                dir: std::env::current_dir().unwrap_or_default().join(d),
+                dir: Some(std::env::current_dir().unwrap_or_default().join(d)),
+                workload_api: None,
+            });
+        }
+        if let Some(uri) = &args.workload_api {
+            file.identity = Some(IdentityFile {
+                dir: None,
+                workload_api: Some(uri.clone()),
             });
         }
         for (slot, v) in [
@@ -805,12 +847,13 @@ impl ProxyConfig {
         }
         let needs_identity = listeners.iter().any(|l| matches!(l.via, Via::Hbone { .. }));
         let identity = match &file.identity {
-            Some(i) => Some(load_identity(&ctx, &ctx.path(&i.dir))?),
+            Some(i) => Some(identity_source(&ctx, i)?),
             None if needs_identity => {
                 return Err(ctx.err(
                     "identity",
                     "via = \"hbone\" needs [identity] dir = \"...\" (or --identity-dir): the \
-                     directory `fipstun ca issue` wrote svid.pem, svid-key.pem and bundle.pem into",
+                     directory `fipstun ca issue` wrote svid.pem, svid-key.pem and bundle.pem into; \
+                     or workload_api = \"unix:///...\" (or --workload-api)",
                 ));
             }
             None => None,

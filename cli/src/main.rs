@@ -21,6 +21,7 @@ use fipstun_identity::policy::fips_status;
 
 mod ca;
 mod config;
+mod identity_source;
 mod metrics;
 mod node;
 mod proxy;

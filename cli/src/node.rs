@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fipstun_hbone::{ConnectContext, Decision, HboneServer, ServerConfig};
-use fipstun_identity::bundle::{BundleSet, TrustStore};
 use fipstun_identity::policy::CryptoPolicy;
-use fipstun_identity::tls::{Authorizer, SvidSlot, server_config};
+use fipstun_identity::tls::{Authorizer, server_config};
 use fipstun_transport::{Inbound, TunnelListener};
 use fipstun_wireguard::{IpPrefix, WgConfig, WgListener, WgNode};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,19 +40,12 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
     let mut ready = Vec::new();
 
     let hbone = match (&cfg.hbone, &cfg.identity) {
-        (Some(h), Some(id)) => {
+        (Some(h), Some(identity)) => {
             let policy = CryptoPolicy::default();
-            let slot = Arc::new(SvidSlot::new());
-            slot.set(&id.svid, &policy).map_err(|e| {
-                format!(
-                    "identity {}: the SVID key is unusable: {e}",
-                    id.dir.display()
-                )
-            })?;
-            let trust = TrustStore::new(BundleSet::new().with(id.bundle.clone()));
-            crate::svid_reload::spawn(id.dir.clone(), slot.clone(), trust.clone(), policy);
+            let live = crate::identity_source::start(identity, policy).await?;
+            let (slot, trust) = (live.slot.clone(), live.trust.clone());
             let clients = if h.allow.is_empty() {
-                Authorizer::trust_domains([id.trust_domain()])
+                Authorizer::trust_domains([live.id.trust_domain()])
             } else {
                 Authorizer::ids(h.allow.iter().cloned())
             };
@@ -96,7 +88,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
                     tracing::error!(error = %e, "hbone server stopped");
                 }
             });
-            tracing::info!(%addr, id = %id.svid.id(), "HBONE server listening");
+            tracing::info!(%addr, id = %live.id, "HBONE server listening");
             Some(server)
         }
         (Some(_), None) => return Err("[hbone] needs [identity]".into()),

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use fipstun_hbone::{ClientConfig, HboneClient, HboneRoute, HboneTransport, TlsIdentity};
-use fipstun_identity::bundle::{BundleSet, TrustStore};
 use fipstun_identity::policy::CryptoPolicy;
-use fipstun_identity::tls::SvidSlot;
 use fipstun_transport::{PlainTcp, Target, Transport, TransportError};
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
@@ -26,21 +24,14 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
 
     // One HBONE client (one pool) for every HBONE listener.
     let hbone_client = match &cfg.identity {
-        Some(id)
+        Some(identity)
             if cfg
                 .listeners
                 .iter()
                 .any(|l| matches!(l.via, Via::Hbone { .. })) =>
         {
-            let slot = Arc::new(SvidSlot::new());
-            slot.set(&id.svid, &policy).map_err(|e| {
-                format!(
-                    "identity {}: the SVID key is unusable: {e}",
-                    id.dir.display()
-                )
-            })?;
-            let trust = TrustStore::new(BundleSet::new().with(id.bundle.clone()));
-            crate::svid_reload::spawn(id.dir.clone(), slot.clone(), trust.clone(), policy);
+            let live = crate::identity_source::start(identity, policy).await?;
+            let (slot, trust) = (live.slot, live.trust);
             let client = HboneClient::new(
                 TlsIdentity::new(policy, trust, slot),
                 ClientConfig::default(),

@@ -1,0 +1,123 @@
+//! A node that takes its SVID from a SPIFFE Workload API endpoint (what a SPIRE agent serves)
+//! instead of files: the proxy reaches it over HBONE, and the node presents the streamed SVID.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use fipstun_planes::proto::{X509Svid, X509SvidResponse};
+use fipstun_planes::workload::WorkloadApiServer;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use support::{Daemon, Pki, exchange, fipstun, pattern, reverse_server, s, write};
+
+/// The Workload API message for the SVID files `fipstun ca issue` wrote into `dir`.
+fn response_from_files(dir: &Path, id: &str) -> X509SvidResponse {
+    let der_chain = |file: &str| -> Vec<u8> {
+        CertificateDer::pem_file_iter(dir.join(file))
+            .unwrap()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect()
+    };
+    let key = PrivateKeyDer::from_pem_file(dir.join("svid-key.pem")).unwrap();
+    X509SvidResponse {
+        svids: vec![X509Svid {
+            spiffe_id: id.into(),
+            x509_svid: der_chain("svid.pem"),
+            x509_svid_key: key.secret_der().to_vec(),
+            bundle: der_chain("bundle.pem"),
+            hint: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn node_serves_hbone_with_an_svid_from_the_workload_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // The node's SVID files are only the agent's source: the node never reads them.
+    let update = response_from_files(&pki.node, pki.node_id);
+    let socket = dir.path().join("agent.sock");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let agent_socket = socket.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::UnixListener::bind(&agent_socket).unwrap();
+            let (_tx, rx) = tokio::sync::watch::channel(Some(update));
+            ready_tx.send(()).unwrap();
+            let _ = WorkloadApiServer::new(rx)
+                .serve(listener, std::future::pending())
+                .await;
+        });
+    });
+    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::fs::remove_dir_all(&pki.node).unwrap();
+
+    let upstream = reverse_server(Duration::ZERO);
+    let uri = format!("unix://{}", s(&socket));
+    let node = Daemon::start(&[
+        "node",
+        "--workload-api",
+        &uri,
+        "--hbone-listen",
+        "127.0.0.1:0",
+        "--allow-target",
+        "127.0.0.1/32",
+    ]);
+    assert!(
+        node.stderr().contains("SVID from the Workload API"),
+        "{}",
+        node.stderr()
+    );
+    let proxy = Daemon::start(&[
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &upstream.to_string(),
+        "--via",
+        "hbone",
+        "--node",
+        &node.addr("hbone").to_string(),
+        "--node-id",
+        pki.node_id,
+        "--identity-dir",
+        s(&pki.proxy),
+        "--fips",
+        "required",
+    ]);
+    let data = pattern(256 * 1024);
+    let back = exchange(proxy.addr("listener"), &data).unwrap();
+    let mut expected = data.clone();
+    expected.reverse();
+    assert!(back == expected, "{} bytes back", back.len());
+}
+
+#[test]
+fn identity_takes_files_or_the_workload_api_not_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = write(
+        dir.path(),
+        "node.toml",
+        "[identity]\ndir = \"pki\"\nworkload_api = \"unix:///run/agent.sock\"\n[hbone]\n",
+    );
+    let out = fipstun(&["node", "--config", s(&both)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`identity`: set either dir or workload_api, not both"),
+        "{err}"
+    );
+    let tcp = write(
+        dir.path(),
+        "tcp.toml",
+        "[identity]\nworkload_api = \"tcp://127.0.0.1:8081\"\n[hbone]\n",
+    );
+    let out = fipstun(&["node", "--config", s(&tcp)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`identity.workload_api`"), "{err}");
+}
