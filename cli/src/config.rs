@@ -62,6 +62,35 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// The identity flags node and proxy share: `--identity-dir` or `--workload-api`.
+#[derive(Args, Debug, Default)]
+pub(crate) struct IdentityArgs {
+    /// `identity.dir`: directory with svid.pem, svid-key.pem and bundle.pem.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) identity_dir: Option<PathBuf>,
+    /// `identity.workload_api`: take SVIDs from a SPIFFE Workload API (SPIRE agent) socket,
+    /// `unix:///path`, instead of files.
+    #[arg(long, value_name = "URI", conflicts_with = "identity_dir")]
+    pub(crate) workload_api: Option<String>,
+}
+
+impl IdentityArgs {
+    /// The `[identity]` these flags stand for, if any (flag paths are relative to the working
+    /// directory).
+    fn to_file(&self) -> Option<IdentityFile> {
+        if let Some(uri) = &self.workload_api {
+            return Some(IdentityFile {
+                dir: None,
+                workload_api: Some(uri.clone()),
+            });
+        }
+        self.identity_dir.as_ref().map(|d| IdentityFile {
+            dir: Some(std::env::current_dir().unwrap_or_default().join(d)),
+            workload_api: None,
+        })
+    }
+}
+
 /// `fipstun node` flags. Each overrides the same key of `--config`; without a file they are
 /// the whole configuration.
 #[derive(Args, Debug, Default)]
@@ -78,13 +107,9 @@ pub(crate) struct NodeArgs {
     /// `wireguard.listen`: the UDP address of the `[wireguard]` section in the file.
     #[arg(long, value_name = "ADDR")]
     pub(crate) wireguard_listen: Option<String>,
-    /// `identity.dir`: directory with svid.pem, svid-key.pem and bundle.pem.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) identity_dir: Option<PathBuf>,
-    /// `identity.workload_api`: take SVIDs from a SPIFFE Workload API (SPIRE agent) socket,
-    /// `unix:///path`, instead of files.
-    #[arg(long, value_name = "URI", conflicts_with = "identity_dir")]
-    pub(crate) workload_api: Option<String>,
+    /// Where the SVID comes from.
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
     /// `allow_targets` (repeatable): IP prefixes the node may dial; default any.
     #[arg(long = "allow-target", value_name = "PREFIX")]
     pub(crate) allow_targets: Vec<String>,
@@ -121,13 +146,9 @@ pub(crate) struct ProxyArgs {
     /// `listener.node_id`: the SPIFFE ID the HBONE node must present.
     #[arg(long, value_name = "SPIFFE_ID")]
     pub(crate) node_id: Option<String>,
-    /// `identity.dir`: directory with svid.pem, svid-key.pem and bundle.pem.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) identity_dir: Option<PathBuf>,
-    /// `identity.workload_api`: take SVIDs from a SPIFFE Workload API (SPIRE agent) socket,
-    /// `unix:///path`, instead of files.
-    #[arg(long, value_name = "URI", conflicts_with = "identity_dir")]
-    pub(crate) workload_api: Option<String>,
+    /// Where the SVID comes from.
+    #[command(flatten)]
+    pub(crate) identity: IdentityArgs,
     /// `fips`: required or optional.
     #[arg(long, value_name = "REQUIREMENT")]
     pub(crate) fips: Option<String>,
@@ -629,17 +650,8 @@ impl NodeConfig {
             };
             w.listen = Some(l.clone());
         }
-        if let Some(d) = &args.identity_dir {
-            file.identity = Some(IdentityFile {
-                dir: Some(std::env::current_dir().unwrap_or_default().join(d)),
-                workload_api: None,
-            });
-        }
-        if let Some(uri) = &args.workload_api {
-            file.identity = Some(IdentityFile {
-                dir: None,
-                workload_api: Some(uri.clone()),
-            });
+        if let Some(identity) = args.identity.to_file() {
+            file.identity = Some(identity);
         }
         if !args.allow_targets.is_empty() {
             file.allow_targets = Some(args.allow_targets.clone());
@@ -747,17 +759,8 @@ impl ProxyConfig {
             set(&mut l.node, &args.node);
             set(&mut l.node_id, &args.node_id);
         }
-        if let Some(d) = &args.identity_dir {
-            file.identity = Some(IdentityFile {
-                dir: Some(std::env::current_dir().unwrap_or_default().join(d)),
-                workload_api: None,
-            });
-        }
-        if let Some(uri) = &args.workload_api {
-            file.identity = Some(IdentityFile {
-                dir: None,
-                workload_api: Some(uri.clone()),
-            });
+        if let Some(identity) = args.identity.to_file() {
+            file.identity = Some(identity);
         }
         for (slot, v) in [
             (&mut file.fips, &args.fips),

@@ -280,6 +280,28 @@ struct TaskResult {
     end: Instant,
 }
 
+impl TaskResult {
+    fn new(until: Instant) -> Self {
+        Self {
+            hist: histogram(),
+            ops: 0,
+            bytes: 0,
+            errors: 0,
+            end: until,
+        }
+    }
+
+    /// Count one completed operation (`start..done`, `bytes` moved) if it lies wholly inside
+    /// the measured window `from..until`.
+    fn record(&mut self, start: Instant, done: Instant, from: Instant, until: Instant, bytes: u64) {
+        if start >= from && done <= until {
+            let _ = self.hist.record((done - start).as_micros().max(1) as u64);
+            self.ops += 1;
+            self.bytes += bytes;
+        }
+    }
+}
+
 async fn measure_loops<F, Fut>(
     workload: Workload,
     tasks: usize,
@@ -335,13 +357,7 @@ async fn request_response(
     measure_loops(workload, connections, window, procs, |from, until| {
         let progress = progress.clone();
         async move {
-            let mut r = TaskResult {
-                hist: histogram(),
-                ops: 0,
-                bytes: 0,
-                errors: 0,
-                end: until,
-            };
+            let mut r = TaskResult::new(until);
             let msg = vec![0xa5u8; size];
             let mut back = vec![0u8; size];
             let mut conn: Option<TcpStream> = None;
@@ -366,11 +382,7 @@ async fn request_response(
                     continue;
                 }
                 progress.fetch_add(1, Ordering::Relaxed);
-                if start >= from && done <= until {
-                    let _ = r.hist.record((done - start).as_micros().max(1) as u64);
-                    r.ops += 1;
-                    r.bytes += size as u64;
-                }
+                r.record(start, done, from, until, size as u64);
             }
             r
         }
@@ -389,13 +401,7 @@ async fn stream_setup(
     measure_loops(workload, concurrency, window, procs, |from, until| {
         let progress = progress.clone();
         async move {
-            let mut r = TaskResult {
-                hist: histogram(),
-                ops: 0,
-                bytes: 0,
-                errors: 0,
-                end: until,
-            };
+            let mut r = TaskResult::new(until);
             while Instant::now() < until {
                 let start = Instant::now();
                 let ok = async {
@@ -413,10 +419,7 @@ async fn stream_setup(
                     continue;
                 }
                 progress.fetch_add(1, Ordering::Relaxed);
-                if start >= from && done <= until {
-                    let _ = r.hist.record((done - start).as_micros().max(1) as u64);
-                    r.ops += 1;
-                }
+                r.record(start, done, from, until, 0);
             }
             r
         }
@@ -437,13 +440,7 @@ async fn bulk(
     measure_loops(workload, streams, window, procs, |from, until| {
         let progress = progress.clone();
         async move {
-            let mut r = TaskResult {
-                hist: histogram(),
-                ops: 0,
-                bytes: 0,
-                errors: 0,
-                end: until,
-            };
+            let mut r = TaskResult::new(until);
             let result = async {
                 let mut s = connect(addr).await?;
                 let chunk = vec![0x5au8; 256 * 1024];
