@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use support::{Daemon, Pki, s};
+use support::{Daemon, Pki, hbone_proxy, s};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -110,24 +110,7 @@ async fn wrk_through_proxy_and_node_over_hbone_has_no_errors() {
         "--allow-target",
         "127.0.0.1/32",
     ]);
-    let node_hbone = node.addr("hbone").to_string();
-    let proxy = Daemon::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &upstream.to_string(),
-        "--via",
-        "hbone",
-        "--node",
-        &node_hbone,
-        "--node-id",
-        pki.node_id,
-        "--identity-dir",
-        s(&pki.proxy),
-        "--fips",
-        "required",
-    ]);
+    let proxy = hbone_proxy(&pki, &node, upstream, &["--fips", "required"]);
     let url = format!("http://{}/", proxy.addr("listener"));
     let out = tokio::task::spawn_blocking(move || {
         Command::new("wrk")

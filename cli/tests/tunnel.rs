@@ -8,7 +8,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use support::{
-    Daemon, Pki, exchange, pattern, reverse_server, s, sample, scrape, try_sample, write,
+    Daemon, Pki, exchange, hbone_proxy, pattern, reverse_server, s, sample, scrape, try_sample,
+    write,
 };
 
 fn expect_reversed(data: &[u8], back: &[u8]) {
@@ -173,24 +174,7 @@ fn an_unauthorized_proxy_identity_is_refused_in_the_handshake() {
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let node_hbone = node.addr("hbone").to_string();
-    let proxy = Daemon::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &upstream.to_string(),
-        "--via",
-        "hbone",
-        "--node",
-        &node_hbone,
-        "--node-id",
-        pki.node_id,
-        "--identity-dir",
-        s(&pki.proxy),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let proxy = hbone_proxy(&pki, &node, upstream, &["--metrics", "127.0.0.1:0"]);
     let back = exchange(proxy.addr("listener"), b"hello").unwrap_or_default();
     assert!(back.is_empty());
     // The proxy may see the server's alert before the node has counted it; the HBONE client
@@ -358,24 +342,7 @@ fn sigterm_drains_an_active_stream_then_exits_zero() {
         "--drain",
         "20s",
     ]);
-    let node_hbone = node.addr("hbone").to_string();
-    let mut proxy = Daemon::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &upstream.to_string(),
-        "--via",
-        "hbone",
-        "--node",
-        &node_hbone,
-        "--node-id",
-        pki.node_id,
-        "--identity-dir",
-        s(&pki.proxy),
-        "--drain",
-        "20s",
-    ]);
+    let mut proxy = hbone_proxy(&pki, &node, upstream, &["--drain", "20s"]);
     let listener = proxy.addr("listener");
     let data = pattern(100_000);
     let client = std::thread::spawn(move || exchange(listener, &data));
@@ -432,22 +399,7 @@ fn a_node_picks_up_reissued_svid_files_without_restart() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let node_hbone = node.addr("hbone").to_string();
-    let proxy = Daemon::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &upstream.to_string(),
-        "--via",
-        "hbone",
-        "--node",
-        &node_hbone,
-        "--node-id",
-        rotated.node_id,
-        "--identity-dir",
-        s(&rotated.proxy),
-    ]);
+    let proxy = hbone_proxy(&rotated, &node, upstream, &[]);
     let d = pattern(5000);
     expect_reversed(&d, &exchange(proxy.addr("listener"), &d).unwrap());
 }

@@ -10,7 +10,7 @@ use fipstun_planes::proto::{X509Svid, X509SvidResponse};
 use fipstun_planes::workload::WorkloadApiServer;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use support::{Daemon, Pki, exchange, fipstun, pattern, reverse_server, s, write};
+use support::{Daemon, Pki, exchange, fipstun, hbone_proxy, pattern, reverse_server, s, write};
 
 /// The Workload API message for the SVID files `fipstun ca issue` wrote into `dir`.
 fn response_from_files(dir: &Path, id: &str) -> X509SvidResponse {
@@ -72,23 +72,7 @@ fn node_serves_hbone_with_an_svid_from_the_workload_api() {
         "{}",
         node.stderr()
     );
-    let proxy = Daemon::start(&[
-        "proxy",
-        "--listen",
-        "127.0.0.1:0",
-        "--target",
-        &upstream.to_string(),
-        "--via",
-        "hbone",
-        "--node",
-        &node.addr("hbone").to_string(),
-        "--node-id",
-        pki.node_id,
-        "--identity-dir",
-        s(&pki.proxy),
-        "--fips",
-        "required",
-    ]);
+    let proxy = hbone_proxy(&pki, &node, upstream, &["--fips", "required"]);
     let data = pattern(256 * 1024);
     let back = exchange(proxy.addr("listener"), &data).unwrap();
     let mut expected = data.clone();

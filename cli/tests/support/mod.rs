@@ -256,3 +256,31 @@ pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("write config");
     p
 }
+
+/// `fipstun proxy` with one HBONE listener on 127.0.0.1:0 to `upstream` through `node`, using
+/// `pki`'s proxy SVID and expecting its node ID, plus `extra` flags.
+pub(crate) fn hbone_proxy(
+    pki: &Pki,
+    node: &Daemon,
+    upstream: SocketAddr,
+    extra: &[&str],
+) -> Daemon {
+    let (target, node_hbone) = (upstream.to_string(), node.addr("hbone").to_string());
+    let mut args = vec![
+        "proxy",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+        &target,
+        "--via",
+        "hbone",
+        "--node",
+        &node_hbone,
+        "--node-id",
+        pki.node_id,
+        "--identity-dir",
+        s(&pki.proxy),
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start(&args)
+}
