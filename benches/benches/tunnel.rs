@@ -1,5 +1,6 @@
 //! Tunnels head to head on loopback, one generic workload over `T: Transport`: plain TCP
-//! (baseline), HBONE over FIPS mTLS, and the WireGuard backend. Bulk with 1 and 8 streams,
+//! (baseline), plain TCP through a user-space relay (two hops, no crypto: the floor for a
+//! terminating tunnel), HBONE over FIPS mTLS, and the WireGuard backend. Bulk with 1 and 8 streams,
 //! 1 KiB request/response on an open stream, and stream setup on a warm tunnel. Measures only.
 //!
 //! `cargo bench -p fipstun-benches --bench tunnel`
@@ -74,6 +75,10 @@ fn tunnels(c: &mut Criterion) {
     let rt = runtime();
     let sinks = rt.block_on(Sinks::start()).expect("sinks");
     one_backend(c, &rt, "plain_tcp", plain(), &sinks);
+    // The same plain TCP through a user-space relay: the two-hop floor every terminating
+    // tunnel (the HBONE server among them) starts from.
+    let relayed = rt.block_on(sinks.through_relay()).expect("relay");
+    one_backend(c, &rt, "plain_relay", plain(), &relayed);
     let h = rt.block_on(hbone());
     one_backend(c, &rt, "hbone_fips", h, &sinks);
     let (w, _server) = rt.block_on(wireguard());

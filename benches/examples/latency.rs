@@ -64,11 +64,13 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5000);
     let sinks = Sinks::start().await.expect("sinks");
+    let relayed = sinks.through_relay().await.expect("relay");
     let (wg, _server) = wireguard().await;
     let result = async {
         Ok::<_, String>(format!(
-            "{{\"plain_tcp\":{},\"hbone_fips\":{},\"wireguard\":{}}}",
+            "{{\"plain_tcp\":{},\"plain_relay\":{},\"hbone_fips\":{},\"wireguard\":{}}}",
             measure(plain(), &sinks, n).await?,
+            measure(plain(), &relayed, n).await?,
             measure(hbone().await, &sinks, n).await?,
             measure(wg, &sinks, n).await?
         ))

@@ -75,6 +75,46 @@ impl Sinks {
     }
 }
 
+impl Sinks {
+    /// The same two servers reached through a plain TCP relay on 127.0.0.1: each accepted
+    /// connection is dialled on to the real sink and copied both ways in user space (tokio's
+    /// bidirectional copy, 256 KiB buffers), with no crypto and no framing.
+    ///
+    /// This is the floor for every tunnel that terminates TCP in a user-space process, as the
+    /// HBONE server does: two loopback hops and a read/write per chunk in between. Benchmarks
+    /// put HBONE beside it to separate what the relay hop costs from what mTLS and HTTP/2 add.
+    pub async fn through_relay(&self) -> std::io::Result<Self> {
+        let mut tasks = JoinSet::new();
+        let echo = relay(&mut tasks, self.echo).await?;
+        let discard = relay(&mut tasks, self.discard).await?;
+        Ok(Self {
+            echo,
+            discard,
+            tasks,
+        })
+    }
+}
+
+async fn relay(tasks: &mut JoinSet<()>, to: SocketAddr) -> std::io::Result<SocketAddr> {
+    serve(tasks, move |mut inbound: TcpStream| async move {
+        let Ok(mut upstream) = TcpStream::connect(to).await else {
+            return;
+        };
+        let _ = upstream.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional_with_sizes(
+            &mut inbound,
+            &mut upstream,
+            RELAY_BUFFER_BYTES,
+            RELAY_BUFFER_BYTES,
+        )
+        .await;
+    })
+    .await
+}
+
+/// Copy buffer per direction of the plain relay, as large as the discard sink's read buffer.
+const RELAY_BUFFER_BYTES: usize = 256 * 1024;
+
 impl Drop for Sinks {
     fn drop(&mut self) {
         self.tasks.abort_all();
@@ -297,6 +337,10 @@ mod tests {
             assert_eq!(back, [7u8; 1024]);
         }
         all(plain(), &sinks).await;
+        let relayed = sinks.through_relay().await.unwrap();
+        assert_ne!(relayed.echo, sinks.echo);
+        assert_ne!(relayed.discard, sinks.discard);
+        all(plain(), &relayed).await;
         let h = hbone().await;
         assert!(h.security().fips);
         all(h, &sinks).await;

@@ -190,6 +190,10 @@ fn ratios(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> Vec<Ratio> {
     })();
     let tls_vs_wg = (|| Some(ns("wireguard/handshake")? / ns("handshake/tls13_mtls_p256")?))();
     let hbone_bulk = vs_plain("hbone_fips");
+    let relay_bulk = vs_plain("plain_relay");
+    let hbone_vs_relay = (|| {
+        Some(ns("tunnel_bulk/plain_relay/1_streams")? / ns("tunnel_bulk/hbone_fips/1_streams")?)
+    })();
     let ours_vs_go = wg_go.and_then(|v| {
         Some(v["ours"]["gbit_per_s"].as_f64()? / v["wireguard_go"]["gbit_per_s"].as_f64()?)
     });
@@ -229,6 +233,20 @@ fn ratios(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> Vec<Ratio> {
             met: hbone_bulk.map(|r| r >= 0.50),
             value: hbone_bulk.map(|r| r * 100.0),
             how: "throughput ratio of tunnel_bulk/hbone_fips/1_streams to tunnel_bulk/plain_tcp/1_streams (64 MiB)",
+        },
+        Ratio {
+            name: "plain TCP through a user-space relay (two hops, no crypto) / plain loopback TCP",
+            target: "(no target) %",
+            met: None,
+            value: relay_bulk.map(|r| r * 100.0),
+            how: "throughput ratio of tunnel_bulk/plain_relay/1_streams to tunnel_bulk/plain_tcp/1_streams: the ceiling for any tunnel whose server terminates TCP, HBONE included",
+        },
+        Ratio {
+            name: "HBONE (FIPS mTLS) one-stream bulk / plain TCP relay",
+            target: "(no target) %",
+            met: None,
+            value: hbone_vs_relay.map(|r| r * 100.0),
+            how: "throughput ratio of tunnel_bulk/hbone_fips/1_streams to tunnel_bulk/plain_relay/1_streams: what mTLS and HTTP/2 cost on top of the relay hop",
         },
         Ratio {
             name: "our WireGuard backend / wireguard-go, one bulk stream (x)",
@@ -329,7 +347,7 @@ fn render_latency(l: &Value) -> String {
         "\n## latency percentiles (examples/latency.rs, per operation)\n\n\
          | backend | workload | n | p50 | p90 | p99 | p99.9 |\n|---|---|---|---|---|---|---|\n",
     );
-    for backend in ["plain_tcp", "hbone_fips", "wireguard"] {
+    for backend in ["plain_tcp", "plain_relay", "hbone_fips", "wireguard"] {
         for workload in ["stream_setup", "rr_1k"] {
             let x = &l[backend][workload];
             if x.is_null() {
@@ -378,6 +396,30 @@ mod tests {
         assert_eq!(r[2].value, None);
         assert!(
             render(&f, None).contains("| TLS 1.3 mTLS handshake rate / primitive bound | 75.0% |")
+        );
+    }
+
+    #[test]
+    fn bulk_ratios_put_hbone_beside_plain_and_the_relay() {
+        let mut f = BTreeMap::new();
+        f.insert("tunnel_bulk/plain_tcp/1_streams".into(), m(10_000.0));
+        f.insert("tunnel_bulk/plain_relay/1_streams".into(), m(25_000.0));
+        f.insert("tunnel_bulk/hbone_fips/1_streams".into(), m(40_000.0));
+        let r = ratios(&f, None);
+        let value = |prefix: &str| {
+            r.iter()
+                .find(|x| x.name.starts_with(prefix))
+                .and_then(|x| x.value)
+                .map(|v| (v * 10.0).round() / 10.0)
+        };
+        assert_eq!(
+            value("HBONE (FIPS mTLS) one-stream bulk / plain loopback"),
+            Some(25.0)
+        );
+        assert_eq!(value("plain TCP through a user-space relay"), Some(40.0));
+        assert_eq!(
+            value("HBONE (FIPS mTLS) one-stream bulk / plain TCP relay"),
+            Some(62.5)
         );
     }
 
