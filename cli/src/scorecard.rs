@@ -20,6 +20,7 @@ use fipstun_benches::scorecard::{
     self, BackendResult, Measurement, Process, Role, Scorecard, Window, Workload, procfs::Pid,
 };
 use fipstun_identity::policy::fips_status;
+use fipstun_transport::{PlainTcp, Transport};
 use fipstun_wireguard::WgPrivateKey;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -36,6 +37,9 @@ pub(crate) enum Backend {
     Hbone,
     /// The WireGuard-compatible backend (not FIPS).
     Wireguard,
+    /// Plain TCP through two user-space relays (two `fipstun proxy` processes, no crypto):
+    /// the same process hops as the tunnels, without their protocols.
+    Relay,
 }
 
 impl Backend {
@@ -44,6 +48,7 @@ impl Backend {
             Backend::Plain => "plain",
             Backend::Hbone => "hbone",
             Backend::Wireguard => "wireguard",
+            Backend::Relay => "relay",
         }
     }
 }
@@ -62,7 +67,7 @@ pub(crate) struct ScorecardArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "plain,hbone,wireguard"
+        default_value = "plain,relay,hbone,wireguard"
     )]
     backends: Vec<Backend>,
     /// No progress bar (plain lines on stderr instead).
@@ -289,35 +294,62 @@ impl Setup<'_> {
     }
 
     fn listeners(&self, via: &str, extra: &str) -> String {
-        [self.sinks.echo, self.sinks.discard]
-            .iter()
-            .map(|t| {
-                format!(
-                    "\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"{t}\"\nvia = \"{via}\"\n{extra}"
-                )
-            })
-            .collect()
+        listeners_to(
+            &[self.sinks.echo.to_string(), self.sinks.discard.to_string()],
+            via,
+            extra,
+        )
     }
 
+    /// Two user-space TCP relays in a row and no crypto: a `fipstun proxy` whose plain
+    /// listeners forward to a second `fipstun proxy`, whose plain listeners forward to the
+    /// sinks. The same process hops as the tunnels, so its row shows what the two user-space
+    /// hops cost before any mTLS, HTTP/2 or WireGuard is added.
+    fn relay(&self) -> Result<Path2, String> {
+        let far = self.listeners("plain", "");
+        let near = listeners_to(&["@ECHO@".into(), "@DISCARD@".into()], "plain", "");
+        self.tunnel(
+            "relay",
+            ("proxy", "relay", far),
+            near,
+            PlainTcp.security(),
+            "load -> TCP -> proxy -> TCP -> relay (a second proxy) -> TCP -> sink (no crypto)",
+        )
+    }
+
+    /// Start the far process (`far` = subcommand, process name, config), then a `fipstun
+    /// proxy` whose config names the far one's addresses (`@NODE@` for a node's tunnel
+    /// listener, `@ECHO@`/`@DISCARD@` for a relay's two listeners).
     fn tunnel(
         &self,
         name: &str,
-        node_toml: String,
+        far: (&str, &'static str, String),
         proxy_toml: String,
         security: fipstun_transport::SecurityInfo,
         path: &str,
     ) -> Result<Path2, String> {
+        let (far_mode, far_name, far_toml) = far;
         let dir = self.out.join(name);
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let logs = self.out.join("logs");
-        write(&dir.join("node.toml"), &node_toml)?;
+        let far_config = dir.join(format!("{far_name}.toml"));
+        write(&far_config, &far_toml)?;
         let node = Daemon::start(
-            "node",
-            "node",
-            &dir.join("node.toml"),
-            &logs.join(format!("{name}-node.log")),
+            far_name,
+            far_mode,
+            &far_config,
+            &logs.join(format!("{name}-{far_name}.log")),
         )?;
-        let proxy_toml = proxy_toml.replace("@NODE@", &node_addr(&node, name)?.to_string());
+        let mut proxy_toml = proxy_toml;
+        if proxy_toml.contains("@NODE@") {
+            proxy_toml = proxy_toml.replace("@NODE@", &node_addr(&node, name)?.to_string());
+        }
+        if proxy_toml.contains("@ECHO@") {
+            let [echo, discard] = two_listeners(&node)?;
+            proxy_toml = proxy_toml
+                .replace("@ECHO@", &echo.to_string())
+                .replace("@DISCARD@", &discard.to_string());
+        }
         write(&dir.join("proxy.toml"), &proxy_toml)?;
         let proxy = Daemon::start(
             "proxy",
@@ -325,10 +357,7 @@ impl Setup<'_> {
             &dir.join("proxy.toml"),
             &logs.join(format!("{name}-proxy.log")),
         )?;
-        let l = proxy.addrs("listener")?;
-        let [echo, discard] = l[..] else {
-            return Err(format!("proxy reported {} listeners, expected 2", l.len()));
-        };
+        let [echo, discard] = two_listeners(&proxy)?;
         Ok(Path2 {
             echo,
             discard,
@@ -340,7 +369,7 @@ impl Setup<'_> {
                     role: Role::Tunnel,
                 },
                 Process {
-                    name: "node".into(),
+                    name: far_name.into(),
                     pid: node.pid(),
                     role: Role::Tunnel,
                 },
@@ -372,7 +401,7 @@ impl Setup<'_> {
             fipstun_hbone::security_info(&fipstun_identity::policy::CryptoPolicy::default());
         self.tunnel(
             "hbone",
-            node,
+            ("node", "node", node),
             proxy,
             security,
             "load -> TCP -> proxy -> HBONE (h2 over mTLS, TCP) -> node -> TCP -> sink",
@@ -399,12 +428,37 @@ impl Setup<'_> {
         let s = fipstun_wireguard::security_info();
         self.tunnel(
             "wireguard",
-            node,
+            ("node", "node", node),
             proxy,
             s,
             "load -> TCP -> proxy -> userspace TCP in WireGuard (UDP) -> node -> TCP -> sink",
         )
     }
+}
+
+/// The echo and discard listener addresses a proxy reported, in config order.
+fn two_listeners(proxy: &Daemon) -> Result<[SocketAddr; 2], String> {
+    let l = proxy.addrs("listener")?;
+    let [echo, discard] = l[..] else {
+        return Err(format!(
+            "{} reported {} listeners, expected 2",
+            proxy.name,
+            l.len()
+        ));
+    };
+    Ok([echo, discard])
+}
+
+/// `[[listener]]` tables for the echo and discard targets, in that order.
+fn listeners_to(targets: &[String; 2], via: &str, extra: &str) -> String {
+    targets
+        .iter()
+        .map(|t| {
+            format!(
+                "\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"{t}\"\nvia = \"{via}\"\n{extra}"
+            )
+        })
+        .collect()
 }
 
 fn node_addr(node: &Daemon, name: &str) -> Result<SocketAddr, String> {
@@ -545,7 +599,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             out: &out,
             sinks: &sinks,
         };
-        if args.backends.iter().any(|b| *b != Backend::Plain) {
+        if args.backends.contains(&Backend::Hbone) {
             bar.set_message("issuing SVIDs");
             setup.pki()?;
         }
@@ -556,6 +610,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                 Backend::Plain => setup.plain(),
                 Backend::Hbone => setup.hbone()?,
                 Backend::Wireguard => setup.wireguard()?,
+                Backend::Relay => setup.relay()?,
             };
             check_path(&path).await?;
             let mut measured = Vec::new();

@@ -1,5 +1,6 @@
-//! `fipstun scorecard` end to end: a short run through all three paths writes a table, JSON
-//! and an SVG whose figures come from traffic that really went through node and proxy.
+//! `fipstun scorecard` end to end: a short run through all four paths (plain, relay, HBONE,
+//! WireGuard) writes a table, JSON and an SVG whose figures come from traffic that really went
+//! through the relay or node and the proxy.
 
 use std::process::Command;
 
@@ -30,9 +31,10 @@ fn short_scorecard_measures_every_backend() {
         .iter()
         .map(|b| b["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["plain", "hbone", "wireguard"]);
-    assert_eq!(backends[1]["fips"], true, "HBONE runs in the FIPS module");
-    assert_eq!(backends[2]["fips"], false, "WireGuard is never FIPS");
+    assert_eq!(names, ["plain", "relay", "hbone", "wireguard"]);
+    assert_eq!(backends[1]["fips"], false, "the relay carries plaintext");
+    assert_eq!(backends[2]["fips"], true, "HBONE runs in the FIPS module");
+    assert_eq!(backends[3]["fips"], false, "WireGuard is never FIPS");
     for b in backends {
         let results = b["results"].as_array().unwrap();
         assert_eq!(results.len(), 4, "{}", b["name"]);
@@ -42,8 +44,9 @@ fn short_scorecard_measures_every_backend() {
             let moved = m["ops"].as_u64().unwrap() + m["bytes"].as_u64().unwrap();
             assert!(moved > 0, "{what}: nothing measured");
             let procs = m["processes"].as_array().unwrap();
-            // The baseline charges only the load generator; tunnels also charge proxy and node,
-            // and those processes did real work in the window.
+            // The baseline charges only the load generator; the relay and the tunnels also
+            // charge their two processes (proxy and relay or node), which did real work in
+            // the window.
             let expect = if b["name"] == "plain" { 1 } else { 3 };
             assert_eq!(procs.len(), expect, "{what}");
             for p in procs {
