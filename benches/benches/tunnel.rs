@@ -15,6 +15,10 @@ use tokio::runtime::Runtime;
 
 const BULK_BYTES: u64 = 64 << 20;
 
+/// The allocator the `fipstun` binary ships (jemalloc), so library figures match the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -15,6 +15,10 @@ use std::time::Instant;
 
 use fipstun_benches::{Sinks, bulk, hbone, plain, wireguard};
 
+/// The allocator the `fipstun` binary ships (jemalloc), so library figures match the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// One measured transfer: wall seconds, and user + system CPU seconds of this process.
 struct Run {
     secs: f64,

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use fipstun_benches::{Sinks, hbone, plain, round_trip, stream_setup, wireguard};
 use fipstun_transport::{Target, Transport};
 
+/// The allocator the `fipstun` binary ships (jemalloc), so library figures match the binary's.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn percentiles(mut d: Vec<Duration>) -> String {
     d.sort();
     let at = |q: f64| {

@@ -29,6 +29,13 @@ mod relay;
 mod scorecard;
 mod svid_reload;
 
+/// jemalloc instead of glibc malloc, as ztunnel ships: a tunnel frees and reallocates
+/// frame-sized buffers all the time, and glibc's per-thread arenas hand that memory back to
+/// the kernel (madvise) only to fault it in again. Measured in the scorecard's bulk rows
+/// (BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// fipstun: FIPS mTLS/HBONE and WireGuard tunnels behind one trait, measured head to head.
 #[derive(Parser, Debug)]
 #[command(name = "fipstun", version, about)]
