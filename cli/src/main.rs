@@ -32,7 +32,7 @@ mod svid_reload;
 /// jemalloc instead of glibc malloc, as ztunnel ships: a tunnel frees and reallocates
 /// frame-sized buffers all the time, and glibc's per-thread arenas hand that memory back to
 /// the kernel (madvise) only to fault it in again. Measured in the scorecard's bulk rows
-/// (BENCHMARKS.md, "Allocator").
+/// (DESIGN.md, HBONE: "Allocator").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -1,7 +1,8 @@
 //! `fipstun scorecard`: the head-to-head run. Issues SVIDs with the embedded CA, starts real
 //! `fipstun node` and `fipstun proxy` processes for each backend, drives the same workloads
-//! through plain TCP (no mesh), HBONE/FIPS and WireGuard, and writes the table, JSON and an
-//! SVG chart into an output folder.
+//! through plain TCP (no mesh), two plain user-space relays (the tunnels' process hops without
+//! their protocols), HBONE/FIPS and WireGuard, and writes the table, JSON and an SVG chart into
+//! an output folder.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
