@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use fipstun_benches::scorecard::procfs::{Pid, cpu_times};
 use fipstun_benches::{Sinks, bulk, hbone, plain, wireguard};
 
 /// The allocator the `fipstun` binary ships (jemalloc), so library figures match the binary's.
@@ -124,23 +125,12 @@ where
     Fut: std::future::Future<Output = Result<(), String>>,
 {
     f().await?;
-    let cpu0 = process_cpu_seconds();
+    let cpu0 = cpu_times(Pid::Current).ok();
     let start = Instant::now();
     f().await?;
     let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu0.zip(process_cpu_seconds()).map(|(a, b)| b - a);
+    let cpu = cpu0
+        .zip(cpu_times(Pid::Current).ok())
+        .map(|(a, b)| b.since(&a).total().as_secs_f64());
     Ok(Run { secs, cpu })
-}
-
-/// User + system CPU seconds of this process so far (/proc/self/stat fields 14 and 15, in
-/// clock ticks of 1/100 s on Linux).
-fn process_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat
-        .get(stat.rfind(')')? + 2..)?
-        .split_whitespace()
-        .collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
