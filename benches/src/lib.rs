@@ -73,9 +73,7 @@ impl Sinks {
             tasks,
         })
     }
-}
 
-impl Sinks {
     /// The same two servers reached through a plain TCP relay on 127.0.0.1: each accepted
     /// connection is dialled on to the real sink and copied both ways in user space (tokio's
     /// bidirectional copy, 256 KiB buffers), with no crypto and no framing.

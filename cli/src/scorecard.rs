@@ -335,7 +335,7 @@ impl Setup<'_> {
         let logs = self.out.join("logs");
         let far_config = dir.join(format!("{far_name}.toml"));
         write(&far_config, &far_toml)?;
-        let node = Daemon::start(
+        let far = Daemon::start(
             far_name,
             far_mode,
             &far_config,
@@ -343,10 +343,10 @@ impl Setup<'_> {
         )?;
         let mut proxy_toml = proxy_toml;
         if proxy_toml.contains("@NODE@") {
-            proxy_toml = proxy_toml.replace("@NODE@", &node_addr(&node, name)?.to_string());
+            proxy_toml = proxy_toml.replace("@NODE@", &node_addr(&far, name)?.to_string());
         }
         if proxy_toml.contains("@ECHO@") {
-            let [echo, discard] = two_listeners(&node)?;
+            let [echo, discard] = two_listeners(&far)?;
             proxy_toml = proxy_toml
                 .replace("@ECHO@", &echo.to_string())
                 .replace("@DISCARD@", &discard.to_string());
@@ -371,11 +371,11 @@ impl Setup<'_> {
                 },
                 Process {
                     name: far_name.into(),
-                    pid: node.pid(),
+                    pid: far.pid(),
                     role: Role::Tunnel,
                 },
             ],
-            _daemons: vec![proxy, node],
+            _daemons: vec![proxy, far],
             protocol: security.protocol,
             cipher: security.cipher,
             fips: security.fips,
