@@ -87,6 +87,12 @@ fn parse_duration_ms(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// How long a child process may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many lines of a child's log a start-up error quotes.
+const LOG_TAIL_LINES: usize = 20;
+
 /// A child `fipstun` process, killed when dropped.
 struct Daemon {
     name: &'static str,
@@ -97,28 +103,32 @@ struct Daemon {
 
 impl Daemon {
     /// Start `fipstun <mode> --config <config>` and wait for its ready line; its stderr goes to
-    /// `log`.
+    /// `log`. An error names the process, its command line, its config file and the end of its
+    /// log, so the cause is on the screen rather than in a file.
     fn start(name: &'static str, mode: &str, config: &Path, log: &Path) -> Result<Self, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-        let mut child = Command::new(exe)
+        let level = std::env::var("FIPSTUN_SCORECARD_LOG").unwrap_or("warn".into());
+        let command_line = format!(
+            "RUST_LOG={level} {} {mode} --config {}",
+            exe.display(),
+            config.display()
+        );
+        let mut child = Command::new(&exe)
             .arg(mode)
             .arg("--config")
             .arg(config)
-            .env(
-                "RUST_LOG",
-                std::env::var("FIPSTUN_SCORECARD_LOG").unwrap_or("warn".into()),
-            )
+            .env("RUST_LOG", &level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start fipstun {mode}: {e}"))?;
+            .map_err(|e| format!("cannot start `{command_line}`: {e}"))?;
         let stderr = child.stderr.take().ok_or("no stderr pipe")?;
         let mut file = fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let prefix = format!("fipstun {mode}: ready");
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let _ = writeln!(file, "{line}");
@@ -132,8 +142,8 @@ impl Daemon {
             child,
             ready: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let failure = loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(rest) => {
                     d.ready = rest
@@ -145,20 +155,31 @@ impl Daemon {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {
                     if let Ok(Some(status)) = d.child.try_wait() {
-                        return Err(format!(
-                            "fipstun {mode} exited ({status}) before it was ready; see {}",
-                            log.display()
-                        ));
+                        break format!("exited ({status}) before it was ready");
                     }
                 }
-                _ => {
-                    return Err(format!(
-                        "fipstun {mode} did not report ready within 30 s; see {}",
-                        log.display()
-                    ));
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    break format!(
+                        "did not print its ready line within {} s",
+                        READY_TIMEOUT.as_secs()
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break "closed its stderr before it was ready".to_string();
                 }
             }
-        }
+        };
+        // Stop it and let the reader copy the rest of its stderr, so the tail is complete.
+        let _ = d.child.kill();
+        let _ = d.child.wait();
+        let _ = reader.join();
+        Err(start_failure(
+            &format!("fipstun {mode} ({name})"),
+            &failure,
+            &command_line,
+            config,
+            log,
+        ))
     }
 
     fn addrs(&self, key: &str) -> Result<Vec<SocketAddr>, String> {
@@ -183,6 +204,34 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The error for a child process that did not become ready: what it was, why, how it was
+/// started, the last lines of its log, and what to try next.
+fn start_failure(what: &str, why: &str, command_line: &str, config: &Path, log: &Path) -> String {
+    let tail = match fs::read_to_string(log) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(LOG_TAIL_LINES);
+            if lines.is_empty() {
+                "  (the log is empty)".to_string()
+            } else {
+                lines[from..]
+                    .iter()
+                    .map(|l| format!("  | {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        Err(e) => format!("  (cannot read the log: {e})"),
+    };
+    format!(
+        "{what} {why}\n  command: {command_line}\n  config:  {}\n  log:     {} (last {LOG_TAIL_LINES} lines below)\n{tail}\n\
+         Try: run the command above by hand to see it fail in the foreground, or set \
+         FIPSTUN_SCORECARD_LOG=debug for a more detailed log.",
+        config.display(),
+        log.display()
+    )
 }
 
 /// Where a workload connects, and who pays for it.
@@ -554,6 +603,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("scorecard-{stamp}")));
     fs::create_dir_all(out.join("logs")).map_err(|e| format!("{}: {e}", out.display()))?;
+    // Every path written into a child's config file is absolute: the binary reads relative
+    // paths in a config file against the file's own folder, not against this process's.
+    let out = std::path::absolute(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let status = fips_status();
     if !status.ok() {
         return Err("FIPS mode is not active; `fipstun status` tells why".into());
@@ -592,6 +644,12 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             bar.println(line);
         }
     };
+    say(format!(
+        "scorecard: {} backend x workload runs of {:.1} s each; output folder {}",
+        slots,
+        slot.as_secs_f64(),
+        out.display()
+    ));
     let backends = rt.block_on(async {
         let sinks = Sinks::start()
             .await
@@ -694,4 +752,41 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         return Err(format!("{text}\nnothing got through: {}", dead.join(", ")));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_failure_names_the_process_and_quotes_the_log_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("hbone-node.log");
+        let lines: Vec<String> = (1..=30).map(|i| format!("log line {i}")).collect();
+        fs::write(&log, lines.join("\n")).unwrap();
+        let config = dir.path().join("node.toml");
+        let msg = start_failure(
+            "fipstun node (node)",
+            "exited (exit status: 1) before it was ready",
+            "fipstun node --config node.toml",
+            &config,
+            &log,
+        );
+        assert!(msg.starts_with("fipstun node (node) exited (exit status: 1)"));
+        assert!(msg.contains("command: fipstun node --config node.toml"));
+        assert!(msg.contains(&format!("config:  {}", config.display())));
+        assert!(msg.contains(&log.display().to_string()));
+        assert!(msg.contains("| log line 30") && msg.contains("| log line 11"));
+        assert!(!msg.contains("| log line 10\n"), "only the last 20 lines");
+        assert!(msg.contains("Try:"));
+    }
+
+    #[test]
+    fn start_failure_says_when_the_log_is_missing_or_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, log) = (dir.path().join("c.toml"), dir.path().join("none.log"));
+        assert!(start_failure("p", "why", "cmd", &config, &log).contains("cannot read the log"));
+        fs::write(&log, "").unwrap();
+        assert!(start_failure("p", "why", "cmd", &config, &log).contains("the log is empty"));
+    }
 }
