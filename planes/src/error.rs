@@ -51,6 +51,14 @@ pub enum Error {
     /// Building a TLS configuration or installing credentials failed in the identity crate.
     #[error("identity: {0}")]
     Identity(String),
+    /// A workload selector or registration entry is malformed.
+    #[error("bad workload selector {value:?}: {reason}")]
+    Selector {
+        /// The selector (or the entry's SPIFFE ID) given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A socket could not be set up.
     #[error("I/O on {what}: {reason}")]
     Io {

@@ -65,6 +65,7 @@
 //! [`TrustStore`]: fipstun_identity::bundle::TrustStore
 #![forbid(unsafe_code)]
 
+pub mod attestation;
 mod backoff;
 mod error;
 pub mod istio;
