@@ -6,6 +6,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use fipstun_planes::attestation::{RegistrationEntry, UnixSelector, WorkloadRegistry};
 use fipstun_planes::proto::{X509Svid, X509SvidResponse};
 use fipstun_planes::workload::WorkloadApiServer;
 use rustls_pki_types::pem::PemObject;
@@ -42,13 +43,23 @@ fn node_serves_hbone_with_an_svid_from_the_workload_api() {
     let socket = dir.path().join("agent.sock");
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let agent_socket = socket.clone();
+    let node_id = pki.node_id;
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::UnixListener::bind(&agent_socket).unwrap();
             let (_tx, rx) = tokio::sync::watch::channel(Some(update));
+            // The node runs as this test's user: register that uid for the node's identity.
+            let uid =
+                std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+            let entry = RegistrationEntry::new(
+                fipstun_identity::spiffe::SpiffeId::parse(node_id).unwrap(),
+                [UnixSelector::Uid(uid)],
+            )
+            .unwrap();
+            let registry = WorkloadRegistry::new().with(entry);
             ready_tx.send(()).unwrap();
-            let _ = WorkloadApiServer::new(rx)
+            let _ = WorkloadApiServer::new(rx, registry)
                 .serve(listener, std::future::pending())
                 .await;
         });

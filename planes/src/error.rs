@@ -51,6 +51,21 @@ pub enum Error {
     /// Building a TLS configuration or installing credentials failed in the identity crate.
     #[error("identity: {0}")]
     Identity(String),
+    /// A Workload API caller's HTTP/2 stream could not be carried through the `:authority`
+    /// adapter (undecodable or oversized header block); the connection is dropped.
+    #[error("Workload API connection refused: {reason}")]
+    Framing {
+        /// What was wrong with the caller's frames.
+        reason: String,
+    },
+    /// A workload selector or registration entry is malformed.
+    #[error("bad workload selector {value:?}: {reason}")]
+    Selector {
+        /// The selector (or the entry's SPIFFE ID) given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A socket could not be set up.
     #[error("I/O on {what}: {reason}")]
     Io {

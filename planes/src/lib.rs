@@ -5,7 +5,12 @@
 //!   bundles, checks each update, and swaps it into an [`SvidSlot`] and a [`TrustStore`] — the
 //!   same credential path the identity manager feeds, so rustls configs built once keep
 //!   working across rotations. It reconnects with jittered exponential backoff.
-//!   [`workload::WorkloadApiServer`] is a small server for the same API.
+//!   [`workload::WorkloadApiServer`] serves the same API to the workloads of one node (from
+//!   the embedded CA or an upstream such as SPIRE or istiod): it attests each caller by its
+//!   uid and gid ([`attestation`], as SPIRE's Unix attestor does) and streams only the SVIDs
+//!   registered for it. Standard SPIFFE clients of every language can call it ([`authority`]
+//!   explains the `:authority` adapter that takes). It is not SPIRE across machines: the
+//!   client side is how fipstun takes identity from SPIRE.
 //! - [`istio`]: the Istio CA API (`istio.v1.auth.IstioCertificateService/CreateCertificate`,
 //!   istiod's port 15012). [`istio::IstioCaClient`] implements identity's
 //!   [`CaClient`](fipstun_identity::manager::CaClient), so the identity manager renews through
@@ -24,6 +29,7 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! use std::time::Duration;
 //! use fipstun_identity::{ca::*, keys::KeyAlgorithm, policy::CryptoPolicy, spiffe::*, tls::*};
+//! use fipstun_planes::attestation::{RegistrationEntry, UnixSelector, WorkloadRegistry};
 //! use fipstun_planes::proto::{X509Svid, X509SvidResponse};
 //! use fipstun_planes::workload::*;
 //! use rustls_pki_types::PrivateKeyDer;
@@ -44,12 +50,16 @@
 //!     ..Default::default()
 //! };
 //!
-//! // The agent side.
+//! // The agent side: callers running as this process's user get `web`; others are refused.
+//! use std::os::unix::fs::MetadataExt;
+//! let uid = std::fs::metadata("/proc/self")?.uid();
+//! let registry = WorkloadRegistry::new()
+//!     .with(RegistrationEntry::new(web.clone(), [UnixSelector::Uid(uid)])?);
 //! let dir = tempfile::tempdir()?;
 //! let socket = EndpointSocket::parse(&format!("unix://{}/agent.sock", dir.path().display()))?;
 //! let (_updates, rx) = tokio::sync::watch::channel(Some(update));
 //! let listener = tokio::net::UnixListener::bind(socket.path())?;
-//! tokio::spawn(WorkloadApiServer::new(rx).serve(listener, std::future::pending()));
+//! tokio::spawn(WorkloadApiServer::new(rx, registry).serve(listener, std::future::pending()));
 //!
 //! // The workload side: checked updates land in the slot and trust store the config reads.
 //! let source = WorkloadX509Source::start(WorkloadConfig::new(socket));
@@ -65,6 +75,8 @@
 //! [`TrustStore`]: fipstun_identity::bundle::TrustStore
 #![forbid(unsafe_code)]
 
+pub mod attestation;
+pub mod authority;
 mod backoff;
 mod error;
 pub mod istio;

@@ -1,5 +1,5 @@
 //! The SPIFFE Workload API over its Unix socket: a client that streams X.509-SVIDs into the
-//! credentials live rustls configs read, and a small server for the same API.
+//! credentials live rustls configs read, and a server for the same API that attests its callers.
 
 use std::fmt;
 use std::future::Future;
@@ -24,6 +24,8 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_prost::ProstCodec;
 
 use crate::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::attestation::{CallerProcess, WorkloadRegistry};
+use crate::authority::UdsConnection;
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::proto::{
@@ -436,30 +438,50 @@ fn install(
     Ok(context.svid.id().clone())
 }
 
-/// A Workload API server: serves `FetchX509SVID` (and `FetchX509Bundles`, derived from the same
-/// updates) on a Unix socket, streaming every value the `updates` watch channel takes to every
-/// client. Requests without the `workload.spiffe.io:
-/// true` header are refused with `InvalidArgument`. Streams end when the sender is dropped.
+/// A Workload API server for the workloads of one node: serves `FetchX509SVID` (and
+/// `FetchX509Bundles`, derived from the same updates) on a Unix socket, from the SVIDs the
+/// `updates` watch channel holds (minted by the embedded CA, or taken from an upstream such as
+/// SPIRE or istiod). Streams end when the sender is dropped.
 ///
-/// It does not attest workloads (every caller gets the same answer); it is the shape a node
-/// agent needs and what fipstun's tests run the client against.
+/// Every caller is attested: its uid, gid and pid are read from the socket (`SO_PEERCRED`) when
+/// the connection is accepted and matched against the [`WorkloadRegistry`]; a caller is
+/// streamed only the SVIDs of the entries it matches, and a caller that matches none is
+/// refused with `PermissionDenied` (as a SPIRE agent does). Requests without the
+/// `workload.spiffe.io: true` header are refused with `InvalidArgument` first.
+///
+/// The socket answers the standard SPIFFE clients of every language: the `:authority` values
+/// gRPC clients send on Unix sockets (the socket path, raw or percent-encoded, or empty) are
+/// accepted through a Unix-socket-only adapter (see [`crate::authority`]).
+///
+/// It is not a replacement for SPIRE across machines: no node attestation, no registration
+/// API, one node's callers only.
 #[derive(Clone)]
 pub struct WorkloadApiServer {
     updates: watch::Receiver<Option<X509SvidResponse>>,
+    registry: Arc<WorkloadRegistry>,
     max_message_bytes: usize,
 }
 
 impl fmt::Debug for WorkloadApiServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkloadApiServer").finish_non_exhaustive()
+        f.debug_struct("WorkloadApiServer")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
     }
 }
 
 impl WorkloadApiServer {
-    /// A server streaming what `updates` holds (`None`: nothing to hand out yet; clients wait).
-    pub fn new(updates: watch::Receiver<Option<X509SvidResponse>>) -> Self {
+    /// A server streaming what `updates` holds (`None`: nothing to hand out yet; clients wait)
+    /// to the callers `registry` names. `updates` carries every SVID the node serves; each
+    /// caller is sent the SVIDs whose SPIFFE IDs its entries name, in the order of `updates`
+    /// (the first is the caller's default), with the update's federated bundles and CRLs.
+    pub fn new(
+        updates: watch::Receiver<Option<X509SvidResponse>>,
+        registry: WorkloadRegistry,
+    ) -> Self {
         Self {
             updates,
+            registry: Arc::new(registry),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
@@ -470,13 +492,31 @@ impl WorkloadApiServer {
         self
     }
 
-    /// Serve on `listener` until `shutdown` completes and open streams have ended.
+    /// Serve on `listener` until `shutdown` completes and open streams have ended. Who may
+    /// connect is up to the socket file's permissions; who gets what is up to the registry.
     pub async fn serve(
         self,
         listener: UnixListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener).filter_map(
+            |accepted| {
+                std::future::ready(match accepted {
+                    Ok(stream) => match stream.peer_cred() {
+                        Ok(cred) => Some(Ok::<_, std::io::Error>(UdsConnection::new(
+                            stream,
+                            CallerProcess::from_ucred(&cred),
+                        ))),
+                        // Fail closed: a caller we cannot attest is not served at all.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Workload API caller without SO_PEERCRED; connection dropped");
+                            None
+                        }
+                    },
+                    Err(e) => Some(Err(e)),
+                })
+            },
+        );
         tonic::transport::Server::builder()
             .serve_with_incoming_shutdown(self, incoming, shutdown)
             .await
@@ -486,26 +526,71 @@ impl WorkloadApiServer {
             })
     }
 
+    /// The identities the caller of `request` may have; `PermissionDenied` when none.
+    fn attest<T>(&self, request: &tonic::Request<T>) -> Result<Vec<SpiffeId>, tonic::Status> {
+        let Some(caller) = request.extensions().get::<CallerProcess>() else {
+            return Err(tonic::Status::permission_denied(
+                "the caller could not be attested",
+            ));
+        };
+        let ids = self.registry.ids_for(caller);
+        if ids.is_empty() {
+            tracing::warn!(uid = caller.uid, gid = caller.gid, pid = ?caller.pid, "Workload API caller matches no registration entry; refused");
+            // SPIRE's words for the same refusal.
+            return Err(tonic::Status::permission_denied("no identity issued"));
+        }
+        tracing::debug!(uid = caller.uid, gid = caller.gid, pid = ?caller.pid, ids = ?ids, "Workload API caller attested");
+        Ok(ids)
+    }
+
     fn fetch_x509_svid(
         &self,
         request: &tonic::Request<X509SvidRequest>,
     ) -> Result<FetchStream<X509SvidResponse>, tonic::Status> {
         check_security_header(request)?;
+        let ids = self.attest(request)?;
         let stream = tokio_stream::wrappers::WatchStream::new(self.updates.clone())
-            .filter_map(|m| std::future::ready(m.map(Ok)));
+            .filter_map(move |m| std::future::ready(m.and_then(|m| svids_for(&m, &ids)).map(Ok)));
         Ok(Box::pin(stream))
     }
 
-    /// The bundles of the current update: the first SVID's own bundle plus the federated ones.
+    /// The bundles of the current update: the caller's first SVID's own bundle plus the
+    /// federated ones.
     fn fetch_x509_bundles(
         &self,
         request: &tonic::Request<X509BundlesRequest>,
     ) -> Result<FetchStream<X509BundlesResponse>, tonic::Status> {
         check_security_header(request)?;
-        let stream = tokio_stream::wrappers::WatchStream::new(self.updates.clone())
-            .filter_map(|m| std::future::ready(m.and_then(|m| bundles_of(&m)).map(Ok)));
+        let ids = self.attest(request)?;
+        let stream =
+            tokio_stream::wrappers::WatchStream::new(self.updates.clone()).filter_map(move |m| {
+                std::future::ready(
+                    m.and_then(|m| svids_for(&m, &ids))
+                        .and_then(|m| bundles_of(&m))
+                        .map(Ok),
+                )
+            });
         Ok(Box::pin(stream))
     }
+}
+
+/// `update` cut down to the SVIDs whose IDs are in `ids`; `None` when it holds none of them
+/// (the caller waits for an update that does: an empty answer would be an error to clients).
+fn svids_for(update: &X509SvidResponse, ids: &[SpiffeId]) -> Option<X509SvidResponse> {
+    let svids: Vec<_> = update
+        .svids
+        .iter()
+        .filter(|s| SpiffeId::parse(&s.spiffe_id).is_ok_and(|id| ids.contains(&id)))
+        .cloned()
+        .collect();
+    if svids.is_empty() {
+        return None;
+    }
+    Some(X509SvidResponse {
+        svids,
+        crl: update.crl.clone(),
+        federated_bundles: update.federated_bundles.clone(),
+    })
 }
 
 fn check_security_header<T>(request: &tonic::Request<T>) -> Result<(), tonic::Status> {

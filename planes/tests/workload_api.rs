@@ -1,6 +1,7 @@
 //! The Workload API client against a Workload API server started here on a Unix socket in a
-//! tempdir, serving SVIDs from the embedded CA.
+//! tempdir, serving SVIDs from the embedded CA; and the server's caller attestation.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,10 +13,11 @@ use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
 use fipstun_identity::svid::{Svid, SvidError};
 use fipstun_identity::tls::{Authorizer, SvidSlot, client_config, server_config};
+use fipstun_planes::attestation::{RegistrationEntry, UnixSelector, WorkloadRegistry};
 use fipstun_planes::proto::{
     FETCH_X509_SVID, WORKLOAD_HEADER, X509Svid, X509SvidRequest, X509SvidResponse,
 };
-use fipstun_planes::response::bundles_from_response;
+use fipstun_planes::response::{X509Context, bundles_from_response};
 use fipstun_planes::workload::{
     EndpointSocket, SourceStatus, WorkloadApiClient, WorkloadApiServer, WorkloadConfig,
     WorkloadX509Source,
@@ -72,6 +74,25 @@ fn message(issuer: &SvidIssuer, svid: &Svid) -> X509SvidResponse {
     }
 }
 
+/// This test process's effective uid: what the server reads from the socket for our clients.
+fn my_uid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// A registry giving every identity these tests serve to callers running as this process.
+fn registry_for_me() -> WorkloadRegistry {
+    [
+        "spiffe://example.org/ns/prod/sa/web",
+        "spiffe://example.org/web",
+        "spiffe://example.org/a",
+        "spiffe://example.org/db",
+    ]
+    .into_iter()
+    .fold(WorkloadRegistry::new(), |r, s| {
+        r.with(RegistrationEntry::new(id(s), [UnixSelector::Uid(my_uid())]).unwrap())
+    })
+}
+
 struct Server {
     updates: watch::Sender<Option<X509SvidResponse>>,
     stop: oneshot::Sender<()>,
@@ -79,10 +100,14 @@ struct Server {
 }
 
 fn serve(path: &Path, first: Option<X509SvidResponse>) -> Server {
+    serve_to(path, first, registry_for_me())
+}
+
+fn serve_to(path: &Path, first: Option<X509SvidResponse>, registry: WorkloadRegistry) -> Server {
     let listener = UnixListener::bind(path).unwrap();
     let (updates, rx) = watch::channel(first);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(WorkloadApiServer::new(rx).serve(listener, async {
+    let task = tokio::spawn(WorkloadApiServer::new(rx, registry).serve(listener, async {
         let _ = stopped.await;
     }));
     Server {
@@ -318,9 +343,13 @@ async fn bad_updates_are_refused_and_the_previous_svid_stays() {
     let other = id("spiffe://example.org/db");
     let mut cases: Vec<(&str, X509SvidResponse, Verdict)> = Vec::new();
 
-    cases.push(("no SVID", X509SvidResponse::default(), |e| {
-        *e == ResponseError::NoSvid
-    }));
+    // An update without SVIDs never reaches the client through this server (it waits for
+    // one that has the caller's); the client's check is still there for other agents.
+    assert_eq!(
+        X509Context::from_response(&X509SvidResponse::default(), None, SystemTime::now())
+            .unwrap_err(),
+        ResponseError::NoSvid
+    );
 
     let mut m = message(&issuer, &fresh());
     m.svids[0].x509_svid.clear();
@@ -652,5 +681,133 @@ async fn bundles_stream_on_their_own() {
         Err(ResponseError::BadBundle { .. })
     ));
     drop(stream);
+    server.shut_down(&sock).await;
+}
+
+fn two_svid_update(issuer: &SvidIssuer, first: &Svid, second: &Svid) -> X509SvidResponse {
+    X509SvidResponse {
+        svids: vec![entry(issuer, first), entry(issuer, second)],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn callers_get_only_the_svids_registered_for_their_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let partner = ca("partner.org");
+    let web = id("spiffe://example.org/ns/prod/sa/web");
+    let db = id("spiffe://example.org/ns/prod/sa/db");
+    let web_svid = issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    let db_svid = issuer.issue(&db, KeyAlgorithm::EcdsaP256, None).unwrap();
+    // The node holds both; this process's uid is registered for web only, db for another uid.
+    let mut update = two_svid_update(&issuer, &db_svid, &web_svid);
+    update.federated_bundles = [(
+        "spiffe://partner.org".to_string(),
+        concat(partner.bundle().roots()),
+    )]
+    .into();
+    let registry = WorkloadRegistry::new()
+        .with(RegistrationEntry::new(web.clone(), [UnixSelector::Uid(my_uid())]).unwrap())
+        .with(RegistrationEntry::new(db.clone(), [UnixSelector::Uid(my_uid() + 1)]).unwrap());
+    let server = serve_to(&sock, Some(update), registry);
+
+    let mut client = WorkloadApiClient::connect(
+        &EndpointSocket::from_path(&sock),
+        fipstun_planes::DEFAULT_MAX_MESSAGE_BYTES,
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let mut stream = client.fetch_x509_svid().await.unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    let ids: Vec<_> = first.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+    assert_eq!(ids, [web.as_str()], "served another caller's SVID");
+    assert_eq!(first.svids[0].x509_svid, concat(web_svid.chain()));
+    assert!(first.federated_bundles.contains_key("spiffe://partner.org"));
+    let mut bundles = client.fetch_x509_bundles().await.unwrap();
+    let set = bundles_from_response(&bundles.message().await.unwrap().unwrap()).unwrap();
+    assert_eq!(
+        set.get(issuer.trust_domain()).unwrap().roots(),
+        issuer.bundle().roots()
+    );
+
+    // An update that holds only db's SVID is not sent to web's caller: the next message it
+    // sees is the one after, with its own rotated SVID.
+    server
+        .updates
+        .send_replace(Some(message(&issuer, &db_svid)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotated = issuer.issue(&web, KeyAlgorithm::EcdsaP384, None).unwrap();
+    server
+        .updates
+        .send_replace(Some(two_svid_update(&issuer, &rotated, &db_svid)));
+    let next = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let ids: Vec<_> = next.svids.iter().map(|s| s.spiffe_id.as_str()).collect();
+    assert_eq!(ids, [web.as_str()]);
+    assert_eq!(next.svids[0].x509_svid, concat(rotated.chain()));
+    drop((stream, bundles));
+    server.shut_down(&sock).await;
+}
+
+#[tokio::test]
+async fn a_caller_that_matches_no_entry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let issuer = ca("example.org");
+    let web = id("spiffe://example.org/ns/prod/sa/web");
+    let svid = issuer.issue(&web, KeyAlgorithm::EcdsaP256, None).unwrap();
+    // Registered for another uid, and for this uid only together with a group it is not in.
+    let registry = WorkloadRegistry::new()
+        .with(RegistrationEntry::new(web.clone(), [UnixSelector::Uid(my_uid() + 1)]).unwrap())
+        .with(
+            RegistrationEntry::new(
+                web.clone(),
+                [UnixSelector::Uid(my_uid()), UnixSelector::Gid(u32::MAX - 7)],
+            )
+            .unwrap(),
+        );
+    let server = serve_to(&sock, Some(message(&issuer, &svid)), registry);
+    let mut client = WorkloadApiClient::connect(
+        &EndpointSocket::from_path(&sock),
+        fipstun_planes::DEFAULT_MAX_MESSAGE_BYTES,
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let denied = |r: Result<_, Error>, what: &str| match r {
+        Err(Error::Status { code, message, .. }) => {
+            assert_eq!(code, tonic::Code::PermissionDenied, "{what}: {message}")
+        }
+        Err(e) => panic!("{what}: expected PermissionDenied, got {e:?}"),
+        Ok(_) => panic!("{what}: an unregistered caller was served"),
+    };
+    denied(client.fetch_x509_svid().await.map(|_| ()), "FetchX509SVID");
+    denied(
+        client.fetch_x509_bundles().await.map(|_| ()),
+        "FetchX509Bundles",
+    );
+
+    // The library's source sees the refusal and installs nothing.
+    let source = WorkloadX509Source::start(config(&sock));
+    wait_until(&source, "the refusal", |s| s.last_error.is_some()).await;
+    assert!(
+        matches!(
+            source.status().last_error,
+            Some(Error::Status {
+                code: tonic::Code::PermissionDenied,
+                ..
+            })
+        ),
+        "{:?}",
+        source.status()
+    );
+    assert!(source.slot().current().is_none());
+    drop(source);
     server.shut_down(&sock).await;
 }
