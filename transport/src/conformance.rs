@@ -1,7 +1,8 @@
 //! The shared conformance suite: the same checks, written once against [`Transport`], that every
-//! backend must pass. A backend's test builds its client transport and its inbound side
-//! (usually [`crate::forward`]) routed to the [`Upstreams`] this module starts on 127.0.0.1,
-//! then calls [`run_all`] (or the checks one by one).
+//! backend must pass. A backend's test builds its client transport and its inbound side — the
+//! one [`crate::Forwarder`] over the backend's acceptor, with [`Upstreams::policy`] — routed
+//! to the [`Upstreams`] this module starts on 127.0.0.1, then calls [`run_forwarded`] (or the
+//! checks one by one).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::policy::Policy;
 use crate::{Target, Transport};
 
 /// Test servers on 127.0.0.1 that tunnelled streams are sent to.
@@ -26,6 +28,9 @@ pub struct Upstreams {
     pub closer: SocketAddr,
     /// A loopback address nothing listens on.
     pub unreachable: SocketAddr,
+    /// An echo server that [`Upstreams::policy`] does not allow: a stream to it must be
+    /// refused by policy, never echoed.
+    pub forbidden: SocketAddr,
     tasks: JoinSet<()>,
 }
 
@@ -72,6 +77,11 @@ impl Upstreams {
             let _ = s.shutdown().await;
         })
         .await?;
+        let forbidden = spawn_server(&mut tasks, |mut s| async move {
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        })
+        .await?;
         // Bind and drop: the port is free and nothing answers on it.
         let unreachable = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
         Ok(Self {
@@ -79,13 +89,31 @@ impl Upstreams {
             hasher,
             closer,
             unreachable,
+            forbidden,
             tasks,
         })
     }
 
     /// Every target the suite uses (for backends that need routes configured).
-    pub fn targets(&self) -> [SocketAddr; 4] {
-        [self.echo, self.hasher, self.closer, self.unreachable]
+    pub fn targets(&self) -> [SocketAddr; 5] {
+        [
+            self.echo,
+            self.hasher,
+            self.closer,
+            self.unreachable,
+            self.forbidden,
+        ]
+    }
+
+    /// The policy the far side's [`crate::Forwarder`] runs: any peer may reach exactly the
+    /// echo, hasher, closer and unreachable targets (each named by address and port, as a
+    /// loopback target must be), and nothing else — [`Upstreams::forbidden`] included.
+    pub fn policy(&self) -> Policy {
+        let to = [self.echo, self.hasher, self.closer, self.unreachable]
+            .map(|a| format!("{}/32:{}", a.ip(), a.port()));
+        Policy::new(vec![
+            crate::policy::Rule::allow(["*"], to).expect("loopback host rules parse"),
+        ])
     }
 }
 
@@ -300,6 +328,37 @@ pub async fn unknown_target<T: Transport>(t: &T, u: &Upstreams) -> Result<(), St
     tokio::time::timeout(Duration::from_secs(20), attempt)
         .await
         .map_err(|_| "connecting to an unreachable target hung".to_string())?
+}
+
+/// Policy: a stream to [`Upstreams::forbidden`] (listening, but outside
+/// [`Upstreams::policy`]) is refused — the connect fails, or the stream ends at once — and
+/// never reaches the server.
+pub async fn policy_refusal<T: Transport>(t: &T, u: &Upstreams) -> Result<(), String> {
+    let attempt = async {
+        match t.connect(&Target::new(u.forbidden)).await {
+            Err(_) => Ok(()),
+            Ok(mut s) => {
+                let _ = s.write_all(b"let me in").await;
+                let mut buf = [0u8; 16];
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => Ok(()),
+                    Ok(n) => Err(format!("{n} bytes came back from a target the policy forbids")),
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), attempt)
+        .await
+        .map_err(|_| "a stream to a forbidden target hung".to_string())?
+}
+
+/// [`run_all`] plus [`policy_refusal`]: for a backend whose far side runs the
+/// [`crate::Forwarder`] with [`Upstreams::policy`].
+pub async fn run_forwarded<T: Transport>(t: Arc<T>, u: &Upstreams) -> Result<(), String> {
+    policy_refusal(&*t, u)
+        .await
+        .map_err(|e| format!("policy_refusal: {e}"))?;
+    run_all(t, u).await
 }
 
 /// Every check, with the sizes the issue names: 256 MiB bulk, 100 concurrent streams.

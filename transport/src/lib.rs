@@ -39,6 +39,14 @@ use fipstun_identity::spiffe::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod conformance;
+mod forward;
+pub mod memory;
+
+pub use fipstun_policy as policy;
+pub use forward::{
+    Acceptor, Authorize, AuthorizedByAcceptor, Forwarder, ForwarderConfig, ForwarderStats,
+    ListenerAcceptor, PendingInbound, Refusal, TcpAcceptor, TcpPending,
+};
 
 /// Where a tunnelled stream should end up: the final destination, as the peer node will dial it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -78,6 +86,9 @@ pub enum PeerIdentity {
         /// The SPIFFE ID the operator mapped this key to.
         spiffe: Option<SpiffeId>,
     },
+    /// A plain TCP client of a local listener (a proxy's, a relay's): nothing is proven but
+    /// its address.
+    Local(SocketAddr),
 }
 
 impl PeerIdentity {
@@ -86,6 +97,7 @@ impl PeerIdentity {
         match self {
             Self::Spiffe(id) => Some(id),
             Self::WireGuard { spiffe, .. } => spiffe.as_ref(),
+            Self::Local(_) => None,
         }
     }
 }
@@ -103,6 +115,7 @@ impl fmt::Display for PeerIdentity {
                     .iter()
                     .try_for_each(|b| write!(f, "{b:02x}"))
             }
+            Self::Local(addr) => write!(f, "local:{addr}"),
         }
     }
 }
@@ -249,36 +262,6 @@ impl Transport for PlainTcp {
             cipher: "none".into(),
             fips: false,
         }
-    }
-}
-
-/// The generic inbound side: accept tunnelled streams from `listener`, dial each one's target
-/// over TCP, and copy both ways (half-close kept) until both sides are done. Runs until the
-/// listener fails or closes. A stream whose target cannot be dialled is dropped, which the
-/// backend turns into its own refusal (an HBONE 503, a TCP reset inside WireGuard).
-pub async fn forward<L: TunnelListener>(listener: L) -> TransportError {
-    loop {
-        let inbound = match listener.accept().await {
-            Ok(i) => i,
-            Err(e) => return e,
-        };
-        tokio::spawn(async move {
-            let Inbound {
-                mut stream,
-                peer,
-                target,
-            } = inbound;
-            match tokio::net::TcpStream::connect(target.addr).await {
-                Ok(mut upstream) => {
-                    let _ = upstream.set_nodelay(true);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut stream, &mut upstream).await
-                    {
-                        tracing::debug!(%peer, %target, error = %e, "forwarded stream ended with an error");
-                    }
-                }
-                Err(e) => tracing::debug!(%peer, %target, error = %e, "target unreachable"),
-            }
-        });
     }
 }
 

@@ -1,0 +1,644 @@
+//! The one forwarder: accept -> authorize -> dial -> copy. Every inbound path in fipstun runs
+//! it — the node behind HBONE and WireGuard, the proxy's local listeners, the benches' relay
+//! and the conformance suite — so limits, timeouts and policy hold the same everywhere.
+//!
+//! An [`Acceptor`] yields [`PendingInbound`] streams whose peer and target are known but which
+//! are not yet answered; [`Forwarder::run`] judges each with an [`Authorize`] (usually a
+//! [`Policy`]), dials the target through a [`Transport`] (plain TCP on a node, a tunnel on a
+//! proxy) within a timeout, and only then establishes the inbound stream (HBONE's `200`) or
+//! refuses it with a [`Refusal`] the backend maps to its own signal (HBONE: 403 or 503;
+//! WireGuard and TCP: a reset). Bytes are then copied both ways with half-close kept, until
+//! both sides are done or the stream has been idle for [`ForwarderConfig::idle_timeout`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use fipstun_policy::{Policy, Verdict};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, watch};
+
+use crate::{Inbound, PeerIdentity, Target, Transport, TransportError, TunnelListener};
+
+/// Why the forwarder refused a stream before establishing it. Each backend answers in its
+/// own way: HBONE with a status (403, 503), WireGuard and TCP with a reset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The authorization policy does not allow this peer to reach this target.
+    Policy,
+    /// The target could not be dialled (refused, unreachable, or the dial timed out).
+    Unreachable,
+    /// A concurrency limit (per listener or per peer) is reached.
+    Overloaded,
+    /// The forwarder is shutting down.
+    ShuttingDown,
+}
+
+impl Refusal {
+    /// A short label for metrics and logs (`policy`, `unreachable`, `overloaded`,
+    /// `shutting_down`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::Unreachable => "unreachable",
+            Self::Overloaded => "overloaded",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// A stream that arrived and has not been answered yet.
+pub trait PendingInbound: Send + 'static {
+    /// The byte stream once established.
+    type Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+
+    /// Who sent it, as the backend authenticated it.
+    fn peer(&self) -> &PeerIdentity;
+
+    /// Where it asks to go.
+    fn target(&self) -> &Target;
+
+    /// Accept it (HBONE: answer 200) and take the byte stream.
+    fn establish(self) -> Result<Self::Stream, TransportError>;
+
+    /// Refuse it in the backend's own way.
+    fn refuse(self, why: Refusal);
+}
+
+/// A source of pending inbound streams: a backend's listener, or a local TCP listener.
+pub trait Acceptor: Send + 'static {
+    /// What it yields.
+    type Pending: PendingInbound;
+
+    /// The next stream. [`TransportError::Closed`] ends [`Forwarder::run`]; any other error is
+    /// logged and retried after a back-off.
+    fn accept(&mut self) -> impl Future<Output = Result<Self::Pending, TransportError>> + Send;
+}
+
+/// A stream a [`TunnelListener`] already established: refusing it drops it, which each
+/// backend turns into its own close.
+impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> PendingInbound for Inbound<S> {
+    type Stream = S;
+
+    fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn establish(self) -> Result<S, TransportError> {
+        Ok(self.stream)
+    }
+
+    fn refuse(self, _why: Refusal) {}
+}
+
+/// Any [`TunnelListener`] as an [`Acceptor`].
+#[derive(Debug)]
+pub struct ListenerAcceptor<L>(pub Arc<L>);
+
+impl<L: TunnelListener> Acceptor for ListenerAcceptor<L> {
+    type Pending = Inbound<L::Stream>;
+
+    fn accept(&mut self) -> impl Future<Output = Result<Self::Pending, TransportError>> + Send {
+        let l = self.0.clone();
+        async move { l.accept().await }
+    }
+}
+
+/// A local TCP listener whose every connection goes to one configured target (a proxy's
+/// listener, a relay). Its peers are [`PeerIdentity::Local`] clients.
+#[derive(Debug)]
+pub struct TcpAcceptor {
+    listener: tokio::net::TcpListener,
+    target: Target,
+}
+
+impl TcpAcceptor {
+    /// Connections to `listener` go to `target`.
+    pub fn new(listener: tokio::net::TcpListener, target: Target) -> Self {
+        Self { listener, target }
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// A connection accepted by a [`TcpAcceptor`].
+#[derive(Debug)]
+pub struct TcpPending {
+    stream: tokio::net::TcpStream,
+    peer: PeerIdentity,
+    target: Target,
+}
+
+impl PendingInbound for TcpPending {
+    type Stream = tokio::net::TcpStream;
+
+    fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn establish(self) -> Result<tokio::net::TcpStream, TransportError> {
+        Ok(self.stream)
+    }
+
+    /// A reset (SO_LINGER 0), as a failed dial through a kernel proxy looks to the client.
+    fn refuse(self, _why: Refusal) {
+        let _ = self.stream.set_zero_linger();
+    }
+}
+
+impl Acceptor for TcpAcceptor {
+    type Pending = TcpPending;
+
+    async fn accept(&mut self) -> Result<TcpPending, TransportError> {
+        let (stream, addr) = self.listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(TcpPending {
+            stream,
+            peer: PeerIdentity::Local(addr),
+            target: self.target.clone(),
+        })
+    }
+}
+
+/// Decides whether a peer may reach a target.
+pub trait Authorize: Send + Sync + 'static {
+    /// The verdict for one stream.
+    fn authorize(&self, peer: &PeerIdentity, target: &Target) -> Verdict;
+}
+
+impl Authorize for Policy {
+    fn authorize(&self, peer: &PeerIdentity, target: &Target) -> Verdict {
+        self.check(peer.spiffe_id(), target.addr)
+    }
+}
+
+/// For acceptors that authorize every stream themselves before handing it over (an HBONE
+/// server's [`Handler`](https://docs.rs/fipstun-hbone) in forwarding mode): the forwarder
+/// allows what it is given. Say it explicitly; there is no default.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuthorizedByAcceptor;
+
+impl Authorize for AuthorizedByAcceptor {
+    fn authorize(&self, _peer: &PeerIdentity, _target: &Target) -> Verdict {
+        Verdict::Allow {
+            rule: "authorized by the acceptor".into(),
+        }
+    }
+}
+
+/// Forwarder limits and timeouts. Durations are wall-clock.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ForwarderConfig {
+    /// How long a dial of the target may take; past it the stream is refused as unreachable.
+    /// Default 10 s.
+    pub dial_timeout: Duration,
+    /// Streams open at once through this forwarder (dialling or established); more are
+    /// refused as overloaded. Default 16,384.
+    pub max_streams: usize,
+    /// Streams open at once for one peer identity, so that one peer cannot take every slot.
+    /// Default 4,096.
+    pub max_streams_per_peer: usize,
+    /// A stream with no byte in either direction for this long is closed. Default 1 h.
+    pub idle_timeout: Duration,
+    /// Copy buffer per direction: 64 KiB moves bulk in a few large reads and writes.
+    pub copy_buffer_bytes: usize,
+    /// The longest pause after repeated accept errors (out of file descriptors and the
+    /// like); the first is 5 ms, doubling. Default 1 s.
+    pub max_accept_backoff: Duration,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        Self {
+            dial_timeout: Duration::from_secs(10),
+            max_streams: 16_384,
+            max_streams_per_peer: 4_096,
+            idle_timeout: Duration::from_secs(3600),
+            copy_buffer_bytes: 64 * 1024,
+            max_accept_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ForwarderConfig {
+    /// Set [`ForwarderConfig::dial_timeout`].
+    pub fn with_dial_timeout(mut self, t: Duration) -> Self {
+        self.dial_timeout = t;
+        self
+    }
+
+    /// Set [`ForwarderConfig::max_streams`] and [`ForwarderConfig::max_streams_per_peer`]
+    /// (each at least 1).
+    pub fn with_max_streams(mut self, total: usize, per_peer: usize) -> Self {
+        self.max_streams = total.max(1);
+        self.max_streams_per_peer = per_peer.max(1);
+        self
+    }
+
+    /// Set [`ForwarderConfig::idle_timeout`].
+    pub fn with_idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = t;
+        self
+    }
+}
+
+/// Counters since the forwarder was created (relaxed atomics, read at any time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ForwarderStats {
+    /// Streams the acceptor handed over.
+    pub accepted: u64,
+    /// Streams established (target dialled, inbound answered).
+    pub forwarded: u64,
+    /// Streams open now.
+    pub active: u64,
+    /// Refused by the policy.
+    pub refused_policy: u64,
+    /// Refused because the target could not be dialled.
+    pub refused_unreachable: u64,
+    /// Refused because a concurrency limit was reached.
+    pub refused_overloaded: u64,
+    /// Refused during shutdown.
+    pub refused_shutting_down: u64,
+    /// Established streams closed for being idle.
+    pub idle_closed: u64,
+    /// Accept errors (each followed by a back-off).
+    pub accept_errors: u64,
+    /// Bytes read from the inbound side (peer -> target).
+    pub bytes_from_peer: u64,
+    /// Bytes written to the inbound side (target -> peer).
+    pub bytes_to_peer: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    forwarded: AtomicU64,
+    refused: [AtomicU64; 4],
+    idle_closed: AtomicU64,
+    accept_errors: AtomicU64,
+    bytes_from_peer: AtomicU64,
+    bytes_to_peer: AtomicU64,
+}
+
+fn refusal_index(r: Refusal) -> usize {
+    match r {
+        Refusal::Policy => 0,
+        Refusal::Unreachable => 1,
+        Refusal::Overloaded => 2,
+        Refusal::ShuttingDown => 3,
+    }
+}
+
+struct Inner<D> {
+    dialer: D,
+    authorize: Arc<dyn Authorize>,
+    config: ForwarderConfig,
+    counters: Counters,
+    active: AtomicUsize,
+    per_peer: Mutex<HashMap<PeerIdentity, usize>>,
+    idle: Notify,
+    stop: watch::Sender<bool>,
+    epoch: Instant,
+}
+
+/// The one accept -> authorize -> dial -> copy loop. Cheap to clone; clones share limits,
+/// counters and shutdown, so one forwarder can serve several acceptors.
+pub struct Forwarder<D: Transport> {
+    inner: Arc<Inner<D>>,
+}
+
+impl<D: Transport> Clone for Forwarder<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<D: Transport> std::fmt::Debug for Forwarder<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One slot of the forwarder's limits, released on drop.
+struct Slot<D: Transport> {
+    inner: Arc<Inner<D>>,
+    peer: PeerIdentity,
+}
+
+impl<D: Transport> Drop for Slot<D> {
+    fn drop(&mut self) {
+        {
+            let mut map = self.inner.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&self.peer) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.peer);
+                }
+            }
+        }
+        if self.inner.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+}
+
+/// The key a peer's concurrency is counted under: a local client by its IP, not its port.
+fn limit_key(peer: &PeerIdentity) -> PeerIdentity {
+    match peer {
+        PeerIdentity::Local(a) => PeerIdentity::Local(SocketAddr::new(a.ip(), 0)),
+        other => other.clone(),
+    }
+}
+
+impl<D: Transport> Forwarder<D> {
+    /// A forwarder that dials targets through `dialer` (for a node: [`crate::PlainTcp`]) and
+    /// lets through what `authorize` allows.
+    pub fn new(dialer: D, authorize: impl Authorize, config: ForwarderConfig) -> Self {
+        let (stop, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                dialer,
+                authorize: Arc::new(authorize),
+                config,
+                counters: Counters::default(),
+                active: AtomicUsize::new(0),
+                per_peer: Mutex::new(HashMap::new()),
+                idle: Notify::new(),
+                stop,
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    /// The dialer's security (what protects the dialled side).
+    pub fn dialer(&self) -> &D {
+        &self.inner.dialer
+    }
+
+    /// Accept from `acceptor` until [`Forwarder::shutdown`] (returns `Ok`) or until the
+    /// acceptor reports [`TransportError::Closed`] (returns that error). Other accept errors
+    /// are logged and backed off; they never end the loop. Each stream runs in its own task.
+    pub async fn run<A: Acceptor>(&self, mut acceptor: A) -> Result<(), TransportError> {
+        let mut stop = self.inner.stop.subscribe();
+        let mut backoff = Duration::ZERO;
+        loop {
+            if *stop.borrow_and_update() {
+                return Ok(());
+            }
+            let next = tokio::select! {
+                next = acceptor.accept() => next,
+                _ = stop.changed() => continue,
+            };
+            match next {
+                Ok(pending) => {
+                    backoff = Duration::ZERO;
+                    let this = self.clone();
+                    tokio::spawn(async move { this.handle(pending).await });
+                }
+                Err(TransportError::Closed) => return Err(TransportError::Closed),
+                Err(e) => {
+                    self.inner
+                        .counters
+                        .accept_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    backoff = (backoff * 2)
+                        .clamp(Duration::from_millis(5), self.inner.config.max_accept_backoff);
+                    tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    fn refuse<P: PendingInbound>(&self, pending: P, why: Refusal, detail: &dyn std::fmt::Display) {
+        self.inner.counters.refused[refusal_index(why)].fetch_add(1, Ordering::Relaxed);
+        let (peer, target) = (pending.peer(), pending.target());
+        match why {
+            Refusal::Policy => {
+                tracing::warn!(%peer, %target, verdict = %detail, "stream refused by policy")
+            }
+            Refusal::Overloaded => {
+                tracing::warn!(%peer, %target, limit = %detail, "stream refused: limit reached")
+            }
+            _ => tracing::info!(%peer, %target, reason = %detail, "stream refused: {}", why.label()),
+        }
+        pending.refuse(why);
+    }
+
+    fn take_slot(&self, peer: &PeerIdentity) -> Result<Slot<D>, &'static str> {
+        let inner = &self.inner;
+        let key = limit_key(peer);
+        let mut map = inner.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+        if inner.active.load(Ordering::Acquire) >= inner.config.max_streams {
+            return Err("max_streams");
+        }
+        let n = map.entry(key.clone()).or_insert(0);
+        if *n >= inner.config.max_streams_per_peer {
+            return Err("max_streams_per_peer");
+        }
+        *n += 1;
+        inner.active.fetch_add(1, Ordering::AcqRel);
+        Ok(Slot {
+            inner: inner.clone(),
+            peer: key,
+        })
+    }
+
+    /// Authorize, dial, establish and copy one pending stream to completion (for callers that
+    /// own their accept loop, such as an HBONE server in forwarding mode).
+    pub async fn handle<P: PendingInbound>(&self, pending: P) {
+        let inner = &self.inner;
+        inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        if *inner.stop.borrow() {
+            return self.refuse(pending, Refusal::ShuttingDown, &"shutting down");
+        }
+        let verdict = inner.authorize.authorize(pending.peer(), pending.target());
+        if !verdict.is_allowed() {
+            return self.refuse(pending, Refusal::Policy, &verdict);
+        }
+        let slot = match self.take_slot(pending.peer()) {
+            Ok(s) => s,
+            Err(limit) => return self.refuse(pending, Refusal::Overloaded, &limit),
+        };
+        let target = pending.target().clone();
+        let dial = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.connect(&target));
+        let mut upstream = match dial.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return self.refuse(pending, Refusal::Unreachable, &e),
+            Err(_) => {
+                let why = format!("dial timed out after {:?}", inner.config.dial_timeout);
+                return self.refuse(pending, Refusal::Unreachable, &why);
+            }
+        };
+        let peer = pending.peer().clone();
+        let stream = match pending.establish() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, %target, error = %e, "peer went away before the stream was established");
+                return;
+            }
+        };
+        inner.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, %target, rule = verdict.rule().unwrap_or(""), "stream forwarded");
+        let activity = Arc::new(AtomicU64::new(0));
+        let mut inbound = Tracked {
+            inner: stream,
+            read: &inner.counters.bytes_from_peer,
+            written: &inner.counters.bytes_to_peer,
+            activity: &activity,
+            epoch: inner.epoch,
+        };
+        let copy = tokio::io::copy_bidirectional_with_sizes(
+            &mut inbound,
+            &mut upstream,
+            inner.config.copy_buffer_bytes,
+            inner.config.copy_buffer_bytes,
+        );
+        let started = Instant::now();
+        tokio::select! {
+            r = copy => match r {
+                Ok((from_peer, to_peer)) => tracing::debug!(%peer, %target, from_peer, to_peer, elapsed = ?started.elapsed(), "stream closed"),
+                Err(e) => tracing::debug!(%peer, %target, error = %e, "stream ended with an error"),
+            },
+            _ = idle_watch(&activity, inner.epoch, inner.config.idle_timeout) => {
+                inner.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%peer, %target, idle = ?inner.config.idle_timeout, "stream idle: closed");
+            }
+        }
+        drop(slot);
+    }
+
+    /// Stop accepting: every [`Forwarder::run`] returns, and streams that arrive from now on
+    /// are refused as shutting down. Open streams go on; [`Forwarder::drained`] waits for
+    /// them.
+    pub fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+    }
+
+    /// Wait until no stream is open, at most `limit`. True if they all finished.
+    pub async fn drained(&self, limit: Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.inner.idle.notified();
+                if self.inner.active.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(limit, wait).await.is_ok()
+    }
+
+    /// Counters since the forwarder was created.
+    pub fn stats(&self) -> ForwarderStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ForwarderStats {
+            accepted: get(&c.accepted),
+            forwarded: get(&c.forwarded),
+            active: self.inner.active.load(Ordering::Relaxed) as u64,
+            refused_policy: get(&c.refused[0]),
+            refused_unreachable: get(&c.refused[1]),
+            refused_overloaded: get(&c.refused[2]),
+            refused_shutting_down: get(&c.refused[3]),
+            idle_closed: get(&c.idle_closed),
+            accept_errors: get(&c.accept_errors),
+            bytes_from_peer: get(&c.bytes_from_peer),
+            bytes_to_peer: get(&c.bytes_to_peer),
+        }
+    }
+}
+
+/// Resolves once the stream has seen no byte for `limit`.
+async fn idle_watch(activity: &AtomicU64, epoch: Instant, limit: Duration) {
+    let mut deadline = tokio::time::Instant::now() + limit;
+    loop {
+        tokio::time::sleep_until(deadline).await;
+        let last = epoch + Duration::from_millis(activity.load(Ordering::Relaxed));
+        let next = tokio::time::Instant::from_std(last) + limit;
+        if next <= tokio::time::Instant::now() {
+            return;
+        }
+        deadline = next;
+    }
+}
+
+/// The inbound stream, counting bytes each way and stamping the time of the last one.
+struct Tracked<'a, S> {
+    inner: S,
+    read: &'a AtomicU64,
+    written: &'a AtomicU64,
+    activity: &'a AtomicU64,
+    epoch: Instant,
+}
+
+impl<S> Tracked<'_, S> {
+    fn touch(&self, n: usize, counter: &AtomicU64) {
+        if n > 0 {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            let ms = self.epoch.elapsed().as_millis() as u64;
+            self.activity.store(ms, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<'_, S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.touch(n, self.read);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.touch(n, self.written);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
