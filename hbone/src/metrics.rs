@@ -19,16 +19,20 @@ pub enum HandshakeFailure {
     Alpn,
     /// The HTTP/2 connection preface or SETTINGS exchange failed.
     Http2,
+    /// The server dropped this unfinished handshake to make room for a newer one: every
+    /// handshake slot was taken (server side; see `ServerConfig::max_handshakes`).
+    Evicted,
 }
 
 impl HandshakeFailure {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Tcp,
         Self::Timeout,
         Self::Certificate,
         Self::Tls,
         Self::Alpn,
         Self::Http2,
+        Self::Evicted,
     ];
 
     fn index(self) -> usize {
@@ -39,6 +43,7 @@ impl HandshakeFailure {
             Self::Tls => 3,
             Self::Alpn => 4,
             Self::Http2 => 5,
+            Self::Evicted => 6,
         }
     }
 
@@ -51,6 +56,7 @@ impl HandshakeFailure {
             Self::Tls => "tls",
             Self::Alpn => "alpn",
             Self::Http2 => "http2",
+            Self::Evicted => "evicted",
         }
     }
 }
@@ -66,7 +72,8 @@ pub(crate) struct Metrics {
     streams_rejected: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    handshake_failures: [AtomicU64; 6],
+    handshake_failures: [AtomicU64; 7],
+    connections_expired: AtomicU64,
 }
 
 impl Metrics {
@@ -94,6 +101,9 @@ impl Metrics {
     pub(crate) fn bytes_out(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Relaxed);
     }
+    pub(crate) fn connection_expired(&self) {
+        self.connections_expired.fetch_add(1, Relaxed);
+    }
     pub(crate) fn handshake_failed(&self, why: HandshakeFailure) {
         self.handshake_failures[why.index()].fetch_add(1, Relaxed);
     }
@@ -112,6 +122,7 @@ impl Metrics {
             streams_rejected: self.streams_rejected.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            connections_expired: self.connections_expired.load(Relaxed),
             handshake_failures: HandshakeFailure::ALL
                 .iter()
                 .map(|&f| (f, self.handshake_failures[f.index()].load(Relaxed)))
@@ -129,9 +140,12 @@ pub struct MetricsSnapshot {
     pub connections_opened: u64,
     /// Established connections not yet closed.
     pub connections_active: u64,
-    /// Connections refused before the handshake because the connection limit was reached
-    /// (server side).
+    /// Connections refused because the limit of established connections was reached (server
+    /// side; counted after the handshake, which has its own slots).
     pub connections_refused: u64,
+    /// Connections drained because they reached the peer certificate's notAfter or the
+    /// maximum connection age (server side).
+    pub connections_expired: u64,
     /// Streams established (the CONNECT answered 200) since start.
     pub streams_opened: u64,
     /// Established streams not yet finished.

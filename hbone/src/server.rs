@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fipstun_identity::spiffe::SpiffeId;
-use fipstun_identity::tls::{Authorizer, peer_spiffe_id};
+use fipstun_identity::tls::{Authorizer, peer_not_after, peer_spiffe_id};
+use fipstun_transport::{
+    Acceptor, AuthorizedByAcceptor, Forwarder, ForwarderConfig, PeerIdentity, PendingInbound,
+    PlainTcp, Refusal, Target, TransportError,
+};
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, Request};
@@ -19,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
 use crate::metrics::{HandshakeFailure, Metrics, MetricsSnapshot};
-use crate::stream::{HboneStream, Hold, copy_h2_to, copy_to_h2};
+use crate::stream::{HboneStream, Hold};
 use crate::wire::{Authority, ConnectRequest, ConnectResponse, HostnamePolicy, Rejection};
 use crate::{ALPN_H2, Error, H2Settings, TlsIdentity, classify_tls_error};
 
@@ -27,13 +31,24 @@ use crate::{ALPN_H2, Error, H2Settings, TlsIdentity, classify_tls_error};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// Concurrent connections at most; more are closed before the TLS handshake and counted
-    /// in [`MetricsSnapshot::connections_refused`]. Default 1024.
+    /// Established connections at most; a handshake that completes beyond it is closed and
+    /// counted in [`MetricsSnapshot::connections_refused`]. Handshakes in progress do not
+    /// count here: they have their own slots ([`ServerConfig::max_handshakes`]), so idle or
+    /// stalled TCP peers cannot lock established clients out. Default 1024.
     pub max_connections: u32,
+    /// TLS + HTTP/2 handshakes in progress at most. When every slot is taken, a new connection
+    /// evicts the oldest unfinished handshake (counted as [`HandshakeFailure::Evicted`]), so a
+    /// flood of sockets that never finish cannot keep a real client from getting in, and the
+    /// flood itself is bounded. Default 128.
+    pub max_handshakes: u32,
+    /// The longest a connection lives: it is drained (GOAWAY, then closed once its streams
+    /// end or [`ServerConfig::drain_timeout`] passes) at this age, and in any case at the
+    /// peer certificate's notAfter. Default 24 h.
+    pub max_connection_age: Duration,
     /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise; h2 refuses streams beyond it with
     /// REFUSED_STREAM. Default 100.
     pub max_streams_per_conn: u32,
-    /// Limit for the TLS plus HTTP/2 handshake. Default 10 s.
+    /// Limit for the TLS plus HTTP/2 handshake. Default 5 s.
     pub handshake_timeout: Duration,
     /// A connection without streams for this long is closed with GOAWAY. Default 5 min.
     pub idle_timeout: Duration,
@@ -56,8 +71,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_connections: 1024,
+            max_handshakes: 128,
+            max_connection_age: Duration::from_secs(24 * 3600),
             max_streams_per_conn: 100,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(20),
@@ -73,6 +90,18 @@ impl ServerConfig {
     /// Set [`ServerConfig::max_connections`].
     pub fn with_max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
+        self
+    }
+
+    /// Set [`ServerConfig::max_handshakes`] (at least 1).
+    pub fn with_max_handshakes(mut self, n: u32) -> Self {
+        self.max_handshakes = n.max(1);
+        self
+    }
+
+    /// Set [`ServerConfig::max_connection_age`].
+    pub fn with_max_connection_age(mut self, age: Duration) -> Self {
+        self.max_connection_age = age;
         self
     }
 
@@ -193,9 +222,13 @@ struct ServerInner {
     handler: Arc<dyn Handler>,
     metrics: Arc<Metrics>,
     connections: Arc<Semaphore>,
+    handshakes: HandshakeSlots,
     state: watch::Sender<State>,
     /// Delivery mode: allowed CONNECTs go to the application instead of being dialed.
     deliver: Option<mpsc::Sender<PendingConnect>>,
+    /// Forwarding mode: the one forwarder of `fipstun-transport` dials and copies; the
+    /// [`Handler`] has authorized each CONNECT before it gets there.
+    forwarder: Forwarder<PlainTcp>,
 }
 
 impl fmt::Debug for HboneServer {
@@ -223,15 +256,22 @@ impl HboneServer {
         tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         fipstun_identity::policy::check_server(&tls)?;
         let (state, _) = watch::channel(State::Running);
+        let config_dial = config.upstream_connect_timeout;
         Ok(Self {
             inner: Arc::new(ServerInner {
                 acceptor: TlsAcceptor::from(Arc::new(tls)),
                 connections: Arc::new(Semaphore::new(config.max_connections as usize)),
+                handshakes: HandshakeSlots::new(config.max_handshakes as usize),
                 config,
                 handler: Arc::new(handler),
                 metrics: Arc::new(Metrics::default()),
                 state,
                 deliver: None,
+                forwarder: Forwarder::new(
+                    PlainTcp,
+                    AuthorizedByAcceptor,
+                    ForwarderConfig::default().with_dial_timeout(config_dial),
+                ),
             }),
         })
     }
@@ -314,17 +354,21 @@ impl HboneServer {
         if *state.borrow_and_update() != State::Running {
             return Err(Error::ShuttingDown);
         }
-        let Ok(_permit) = inner.connections.clone().try_acquire_owned() else {
-            inner.metrics.connection_refused();
-            tracing::warn!(%remote, max = inner.config.max_connections, "connection limit reached; closing");
-            return Err(Error::ConnectionLimit {
-                max: inner.config.max_connections,
-            });
-        };
         let _ = tcp.set_nodelay(true);
         let span = tracing::debug_span!("hbone_server_conn", %remote);
         async move {
-            let (mut conn, peer_id) = match self.handshake(tcp, remote).await {
+            // A handshake slot, not a connection permit: a peer that never finishes its
+            // handshake holds only this, and a newer connection can evict it.
+            let (slot, evicted) = inner.handshakes.enter();
+            let handshake = tokio::select! {
+                r = self.handshake(tcp, remote) => r,
+                _ = evicted => Err((
+                    HandshakeFailure::Evicted,
+                    format!("{} handshakes in progress: evicted for a newer connection", inner.config.max_handshakes),
+                )),
+            };
+            drop(slot);
+            let (mut conn, peer_id, peer_not_after) = match handshake {
                 Ok(c) => c,
                 Err((kind, message)) => {
                     inner.metrics.handshake_failed(kind);
@@ -336,6 +380,16 @@ impl HboneServer {
                     });
                 }
             };
+            let Ok(_permit) = inner.connections.clone().try_acquire_owned() else {
+                inner.metrics.connection_refused();
+                tracing::warn!(%remote, max = inner.config.max_connections, "connection limit reached; closing");
+                return Err(Error::ConnectionLimit {
+                    max: inner.config.max_connections,
+                });
+            };
+            if *state.borrow_and_update() != State::Running {
+                return Err(Error::ShuttingDown);
+            }
             inner.metrics.connection_opened();
             tracing::debug!(%peer_id, "hbone connection established");
             let shared = Arc::new(ConnShared {
@@ -363,6 +417,18 @@ impl HboneServer {
             tokio::pin!(keepalive);
             let idle = tokio::time::sleep(idle_timeout);
             tokio::pin!(idle);
+            // Never past the peer certificate's notAfter, nor past the maximum age.
+            let until_expiry = peer_not_after
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            let lifetime = until_expiry.min(inner.config.max_connection_age);
+            let expires = tokio::time::sleep(lifetime);
+            tokio::pin!(expires);
+            // After the GOAWAY of an expiry, open streams get the drain time, then the
+            // connection is closed whatever is left.
+            let hard_close = tokio::time::sleep(Duration::MAX / 4);
+            tokio::pin!(hard_close);
+            let mut expired = false;
             let mut draining = false;
             let result = loop {
                 tokio::select! {
@@ -392,6 +458,20 @@ impl HboneServer {
                             }
                             _ => {}
                         }
+                    }
+                    _ = &mut expires, if !expired => {
+                        expired = true;
+                        inner.metrics.connection_expired();
+                        tracing::info!(%peer_id, ?lifetime, "connection reached the peer certificate's notAfter or the maximum age: GOAWAY");
+                        if !draining {
+                            conn.graceful_shutdown();
+                            draining = true;
+                        }
+                        hard_close.as_mut().reset(tokio::time::Instant::now() + inner.config.drain_timeout);
+                    }
+                    _ = &mut hard_close, if expired => {
+                        tracing::debug!("expired connection still had streams after the drain time: closing");
+                        break Ok(());
                     }
                     why = &mut keepalive => {
                         tracing::debug!(reason = %why, "client unresponsive: closing");
@@ -426,6 +506,7 @@ impl HboneServer {
         (
             h2::server::Connection<tokio_rustls::server::TlsStream<TcpStream>, Bytes>,
             SpiffeId,
+            std::time::SystemTime,
         ),
         (HandshakeFailure, String),
     > {
@@ -451,13 +532,17 @@ impl HboneServer {
                 HandshakeFailure::Certificate,
                 "the client certificate has no SPIFFE ID".to_string(),
             ))?;
+            let not_after = peer_not_after(session).ok_or((
+                HandshakeFailure::Certificate,
+                "the client certificate has no readable notAfter".to_string(),
+            ))?;
             let conn = cfg
                 .h2
                 .server_builder(cfg.max_streams_per_conn)
                 .handshake(tls)
                 .await
                 .map_err(|e| (HandshakeFailure::Http2, e.to_string()))?;
-            Ok((conn, peer_id))
+            Ok((conn, peer_id, not_after))
         };
         match tokio::time::timeout(cfg.handshake_timeout, fut).await {
             Ok(r) => r,
@@ -477,7 +562,7 @@ impl HboneServer {
         guard: StreamGuard,
     ) {
         let inner = &self.inner;
-        let (parts, mut body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         let head = Request::from_parts(parts, ());
         let reject = |respond: &mut SendResponse<Bytes>, r: Rejection| {
             inner.metrics.stream_rejected();
@@ -508,70 +593,46 @@ impl HboneServer {
                 return reject(&mut respond, Rejection::Forbidden);
             }
         }
-        if let Some(deliver) = &inner.deliver {
-            let pending = PendingConnect {
-                respond: Some(respond),
-                body: Some(body),
-                request,
-                peer_id: peer_id.clone(),
-                peer_addr,
-                metrics: inner.metrics.clone(),
-                guard: Some(guard),
-            };
+        let resolved = match &target {
+            Authority::Addr(a) => Ok(*a),
+            Authority::Host { host, port } => {
+                let lookup = tokio::net::lookup_host((host.as_str(), *port));
+                match tokio::time::timeout(inner.config.upstream_connect_timeout, lookup).await {
+                    Ok(Ok(mut addrs)) => addrs.next().ok_or_else(|| "no address".to_string()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("name lookup timed out".to_string()),
+                }
+            }
+        };
+        let addr = match resolved {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(%target, error = %e, "cannot resolve the target: 503");
+                return reject(&mut respond, Rejection::Unreachable);
+            }
+        };
+        let pending = PendingConnect {
+            respond: Some(respond),
+            body: Some(body),
+            request,
+            peer_id: peer_id.clone(),
+            peer: PeerIdentity::Spiffe(peer_id.clone()),
+            target: Target::new(addr),
+            peer_addr,
+            metrics: inner.metrics.clone(),
+            guard: Some(guard),
+        };
+        match &inner.deliver {
             // A full queue or a dropped `Incoming` drops the pending CONNECT: 503.
-            if let Err(e) = deliver.try_send(pending) {
-                tracing::debug!(%target, "delivery queue full or closed: 503");
-                drop(e);
-            }
-            return;
-        }
-        let dial = async {
-            match &target {
-                Authority::Addr(a) => TcpStream::connect(*a).await,
-                Authority::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await,
-            }
-        };
-        let mut upstream =
-            match tokio::time::timeout(inner.config.upstream_connect_timeout, dial).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%target, error = %e, "upstream unreachable: 503");
-                    return reject(&mut respond, Rejection::Unreachable);
+            Some(deliver) => {
+                if let Err(e) = deliver.try_send(pending) {
+                    tracing::debug!(%target, "delivery queue full or closed: 503");
+                    drop(e);
                 }
-                Err(_) => {
-                    tracing::debug!(%target, "upstream connect timed out: 503");
-                    return reject(&mut respond, Rejection::Unreachable);
-                }
-            };
-        let _ = upstream.set_nodelay(true);
-        let mut send = match respond.send_response(ConnectResponse::established().to_http(), false)
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, "client went away before the 200");
-                return;
             }
-        };
-        inner.metrics.stream_opened();
-        tracing::debug!(%peer_id, %target, "tunnel established");
-        let (mut up_r, mut up_w) = upstream.split();
-        let metrics = &inner.metrics;
-        let result = tokio::try_join!(
-            copy_h2_to(&mut body, &mut up_w, metrics),
-            copy_to_h2(&mut up_r, &mut send, metrics),
-        );
-        match result {
-            Ok((to_target, from_target)) => {
-                tracing::debug!(to_target, from_target, "tunnel closed");
-            }
-            Err(e) => {
-                // After the 200 the only way to report a failure is a stream reset.
-                tracing::debug!(error = %e, "tunnel failed: resetting the stream");
-                send.send_reset(h2::Reason::CANCEL);
-            }
+            // 200 only once the target is dialled; after it, failures are stream resets.
+            None => inner.forwarder.handle(pending).await,
         }
-        inner.metrics.stream_closed();
-        drop(guard);
     }
 
     /// Stop accepting, send GOAWAY on every connection, and let open streams finish for up to
@@ -598,6 +659,52 @@ impl HboneServer {
     /// Counters since the server was created.
     pub fn metrics(&self) -> MetricsSnapshot {
         self.inner.metrics.snapshot()
+    }
+}
+
+/// Handshakes in progress, oldest first. Entering when full evicts the oldest: its holder is
+/// told through the receiver it got and gives up.
+struct HandshakeSlots {
+    max: usize,
+    next_id: std::sync::atomic::AtomicU64,
+    waiting: Mutex<std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>,
+}
+
+/// One handshake's slot; leaving it (drop) frees the slot.
+struct HandshakeSlot<'a> {
+    slots: &'a HandshakeSlots,
+    id: u64,
+}
+
+impl HandshakeSlots {
+    fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            next_id: std::sync::atomic::AtomicU64::new(0),
+            waiting: Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    fn enter(&self) -> (HandshakeSlot<'_>, tokio::sync::oneshot::Receiver<()>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        while waiting.len() >= self.max {
+            if let Some((_, oldest)) = waiting.pop_front() {
+                let _ = oldest.send(());
+            }
+        }
+        waiting.push_back((id, tx));
+        (HandshakeSlot { slots: self, id }, rx)
+    }
+}
+
+impl Drop for HandshakeSlot<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.slots.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = waiting.iter().position(|(id, _)| *id == self.id) {
+            waiting.remove(i);
+        }
     }
 }
 
@@ -645,6 +752,10 @@ pub struct PendingConnect {
     body: Option<RecvStream>,
     request: ConnectRequest,
     peer_id: SpiffeId,
+    peer: PeerIdentity,
+    /// The request's target as an address (a host name admitted by the [`HostnamePolicy`]
+    /// is resolved before the CONNECT is handed on).
+    target: Target,
     peer_addr: SocketAddr,
     metrics: Arc<Metrics>,
     guard: Option<StreamGuard>,
@@ -716,5 +827,39 @@ impl PendingConnect {
 impl Drop for PendingConnect {
     fn drop(&mut self) {
         self.answer(Rejection::Unreachable);
+    }
+}
+
+/// The forwarder's view: a policy refusal is a 403, every other refusal a 503 (target
+/// unreachable, limits, shutdown) — all before any 200, as ztunnel answers.
+impl PendingInbound for PendingConnect {
+    type Stream = HboneStream;
+
+    fn peer(&self) -> &PeerIdentity {
+        &self.peer
+    }
+
+    fn target(&self) -> &Target {
+        &self.target
+    }
+
+    fn establish(self) -> Result<HboneStream, TransportError> {
+        self.accept()
+            .map_err(|e| TransportError::Tunnel(e.to_string()))
+    }
+
+    fn refuse(self, why: Refusal) {
+        self.reject(match why {
+            Refusal::Policy => Rejection::Forbidden,
+            _ => Rejection::Unreachable,
+        });
+    }
+}
+
+impl Acceptor for Incoming {
+    type Pending = PendingConnect;
+
+    async fn accept(&mut self) -> Result<PendingConnect, TransportError> {
+        Incoming::accept(self).await.ok_or(TransportError::Closed)
     }
 }

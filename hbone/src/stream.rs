@@ -204,22 +204,6 @@ pub(crate) fn poll_send_capacity(
     }
 }
 
-/// Send all of `data` on `send`, waiting for flow-control capacity as needed.
-pub(crate) async fn send_all(
-    send: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    metrics: &Metrics,
-) -> io::Result<()> {
-    while !data.is_empty() {
-        let cap = std::future::poll_fn(|cx| poll_send_capacity(send, data.len(), cx)).await?;
-        let chunk = data.split_to(cap.min(data.len()));
-        let n = chunk.len();
-        send.send_data(chunk, false).map_err(h2_to_io)?;
-        metrics.bytes_out(n);
-    }
-    Ok(())
-}
-
 impl AsyncWrite for HboneStream {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -268,70 +252,5 @@ impl AsyncWrite for HboneStream {
             this.send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
         }
         Poll::Ready(Ok(()))
-    }
-}
-
-/// Copy one received h2 body into `w`, releasing flow-control capacity as each chunk is
-/// written; shuts `w` down for writing at END_STREAM.
-pub(crate) async fn copy_h2_to<W: tokio::io::AsyncWrite + Unpin>(
-    recv: &mut RecvStream,
-    w: &mut W,
-    metrics: &Metrics,
-) -> io::Result<u64> {
-    use tokio::io::AsyncWriteExt;
-    let mut total = 0u64;
-    while let Some(chunk) = recv.data().await {
-        let chunk = chunk.map_err(h2_to_io)?;
-        let n = chunk.len();
-        w.write_all(&chunk).await?;
-        recv.flow_control().release_capacity(n).map_err(h2_to_io)?;
-        metrics.bytes_in(n);
-        total += n as u64;
-    }
-    w.shutdown().await?;
-    Ok(total)
-}
-
-/// Buffer sizing for a copy from a socket: start small (RPC-sized), double whenever a read
-/// fills the buffer, up to [`MAX_READ_BUF`].
-pub(crate) const MIN_READ_BUF: usize = 16 * 1024;
-/// The largest read buffer a copy grows to.
-pub(crate) const MAX_READ_BUF: usize = 256 * 1024;
-
-/// Copy `r` into the h2 stream until EOF, then send END_STREAM. Stops with an error when the
-/// peer resets the stream, even while `r` is idle.
-pub(crate) async fn copy_to_h2<R: tokio::io::AsyncRead + Unpin>(
-    r: &mut R,
-    send: &mut SendStream<Bytes>,
-    metrics: &Metrics,
-) -> io::Result<u64> {
-    use tokio::io::AsyncReadExt;
-    let mut size = MIN_READ_BUF;
-    let mut buf = BytesMut::with_capacity(size);
-    let mut total = 0u64;
-    loop {
-        if buf.capacity() < size {
-            buf.reserve(size);
-        }
-        let n = tokio::select! {
-            n = r.read_buf(&mut buf) => n?,
-            reason = std::future::poll_fn(|cx| send.poll_reset(cx)) => {
-                let msg = match reason {
-                    Ok(r) => format!("the peer reset the stream ({r})"),
-                    Err(e) => format!("the HBONE stream failed: {e}"),
-                };
-                return Err(io::Error::new(io::ErrorKind::ConnectionReset, msg));
-            }
-        };
-        if n == 0 {
-            send.send_data(Bytes::new(), true).map_err(h2_to_io)?;
-            return Ok(total);
-        }
-        if n >= size && size < MAX_READ_BUF {
-            size *= 2;
-        }
-        total += n as u64;
-        let data = buf.split().freeze();
-        send_all(send, data, metrics).await?;
     }
 }

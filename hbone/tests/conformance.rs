@@ -1,4 +1,6 @@
-//! HBONE through the shared Transport conformance suite, in both server modes.
+//! HBONE through the shared Transport conformance suite, in both server modes: forwarding
+//! (the server's Handler authorizes, the one forwarder dials and copies) and delivery (the
+//! node's path: the one forwarder over the delivery queue, with the suite's policy).
 
 mod common;
 
@@ -11,7 +13,7 @@ use fipstun_hbone::{
 use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::tls::Authorizer;
 use fipstun_transport::conformance::{self, Upstreams};
-use fipstun_transport::{FipsRequirement, Transport, TunnelListener, forward};
+use fipstun_transport::{FipsRequirement, Forwarder, ForwarderConfig, PlainTcp, Transport};
 
 fn transport(pki: &Pki, node: std::net::SocketAddr) -> HboneTransport {
     HboneTransport::new(
@@ -47,7 +49,7 @@ async fn forwarding_server_passes_the_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivery_listener_with_the_generic_forwarder_passes_the_suite() {
+async fn delivery_queue_with_the_one_forwarder_passes_the_suite_and_the_policy() {
     let pki = Pki::new();
     let id = pki.identity(&server_id());
     let tls = fipstun_identity::tls::server_config(
@@ -62,11 +64,54 @@ async fn delivery_listener_with_the_generic_forwarder_passes_the_suite() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { server.serve(listener).await });
-    let inbound = HboneListener::new(incoming, &CryptoPolicy::default());
-    assert!(inbound.security().fips);
-    tokio::spawn(forward(inbound));
     let u = Upstreams::start().await.unwrap();
-    conformance::run_all(Arc::new(transport(&pki, addr)), &u)
+    let fwd = Forwarder::new(PlainTcp, u.policy(), ForwarderConfig::default());
+    let f = fwd.clone();
+    tokio::spawn(async move { f.run(incoming).await });
+    let t = Arc::new(transport(&pki, addr));
+    conformance::run_forwarded(t.clone(), &u).await.unwrap();
+    // The refusal is HBONE's 403 (policy), distinct from the 503 of an unreachable target.
+    let err = t
+        .connect(&fipstun_transport::Target::new(u.forbidden))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, fipstun_transport::TransportError::Refused { .. }),
+        "{err:?}"
+    );
+    assert_eq!(fwd.stats().refused_policy, 2);
+    let err = t
+        .connect(&fipstun_transport::Target::new(u.unreachable))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, fipstun_transport::TransportError::Unreachable { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_listener_hands_out_established_streams() {
+    let pki = Pki::new();
+    let id = pki.identity(&server_id());
+    let tls = fipstun_identity::tls::server_config(
+        &id.policy,
+        id.trust.clone(),
+        Authorizer::trust_domains([pki.td.clone()]),
+        id.svid.clone(),
+    )
+    .unwrap();
+    let (server, incoming) =
+        HboneServer::with_delivery(tls, ServerConfig::default(), AllowAll, 256).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener).await });
+    let inbound = Arc::new(HboneListener::new(incoming, &CryptoPolicy::default()));
+    assert!(fipstun_transport::TunnelListener::security(&*inbound).fips);
+    let u = Upstreams::start().await.unwrap();
+    let fwd = Forwarder::new(PlainTcp, u.policy(), ForwarderConfig::default());
+    tokio::spawn(async move { fwd.run(fipstun_transport::ListenerAcceptor(inbound)).await });
+    conformance::run_forwarded(Arc::new(transport(&pki, addr)), &u)
         .await
         .unwrap();
 }

@@ -228,6 +228,16 @@ pub fn peer_id(leaf: &CertificateDer<'_>) -> Result<SpiffeId, SvidError> {
     LeafFacts::parse(leaf).map(|f| f.id)
 }
 
+/// When a leaf certificate stops being valid (its notAfter), with the leaf checked against the
+/// SVID profile like [`peer_id`]. A connection authenticated by this leaf must not outlive it.
+pub fn peer_not_after(leaf: &CertificateDer<'_>) -> Result<SystemTime, SvidError> {
+    let secs = LeafFacts::parse(leaf)?.not_after;
+    Ok(match u64::try_from(secs) {
+        Ok(s) => UNIX_EPOCH + Duration::from_secs(s),
+        Err(_) => UNIX_EPOCH,
+    })
+}
+
 /// Validate `chain` (leaf first, then intermediates) as an X.509-SVID at `now`: the leaf profile,
 /// its validity window, and a path to a root in the bundle of the leaf's own trust domain.
 /// Returns the proven SPIFFE ID.

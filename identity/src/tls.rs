@@ -353,6 +353,14 @@ pub fn client_config(
     Ok(policy.client_config(verifier, slot)?)
 }
 
+/// When the certificate the peer of a finished handshake presented expires: the latest moment
+/// a connection it authenticated may still be used.
+pub fn peer_not_after(conn: &rustls::CommonState) -> Option<std::time::SystemTime> {
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| svid::peer_not_after(leaf).ok())
+}
+
 /// The SPIFFE ID of the peer of a finished handshake (its chain was verified by a
 /// [`SpiffeVerifier`]).
 pub fn peer_spiffe_id(conn: &rustls::CommonState) -> Option<SpiffeId> {
