@@ -9,7 +9,9 @@
 //! - inbound ([`WgListener`], a [`fipstun_transport::TunnelListener`]): with
 //!   [`WgConfig::accept_inbound`] the node accepts tunnelled TCP connections to *any*
 //!   destination, like a transparent proxy, and reports the peer's key (mapped to a SPIFFE ID if
-//!   configured) and the destination as the target. [`fipstun_transport::forward`] dials it.
+//!   configured) and the destination as the target. As an [`fipstun_transport::Acceptor`] it
+//!   feeds the one [`fipstun_transport::Forwarder`], which judges each stream by a policy,
+//!   dials the target, and resets the streams it refuses.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -26,7 +28,12 @@
 //!         .with_peer(WgPeer::new(client_key.public_key()).with_allowed_ip("10.99.9.2/32".parse()?)),
 //! )
 //! .await?;
-//! tokio::spawn(fipstun_transport::forward(server.listener()));
+//! // The server side: any peer may reach loopback targets (a rule must name loopback).
+//! use fipstun_transport::{Forwarder, ForwarderConfig, PlainTcp, policy::{Policy, Rule}};
+//! let policy = Policy::new(vec![Rule::allow(["*"], ["127.0.0.0/8"])?]);
+//! let forwarder = Forwarder::new(PlainTcp, policy, ForwarderConfig::default());
+//! let listener = server.listener();
+//! tokio::spawn(async move { forwarder.run(listener).await });
 //!
 //! let client = WgNode::bind(WgConfig::new(client_key, any, "10.99.9.2".parse()?).with_peer(
 //!     WgPeer::new(server_key.public_key())
@@ -100,8 +107,10 @@
 //! long as the inner source address is inside that peer's allowed IPs (crypto-key routing:
 //! anything else is dropped before the TCP/IP stack sees it). Whether the peer may reach the
 //! destination is the application's decision, made on [`fipstun_transport::Inbound::peer`]
-//! and [`fipstun_transport::Inbound::target`]; [`fipstun_transport::forward`] dials every
-//! target it is given.
+//! and [`fipstun_transport::Inbound::target`]; the [`fipstun_transport::Forwarder`] makes it
+//! with a deny-by-default policy that judges the peer by its configured SPIFFE ID (a peer
+//! without one matches only `*` rules) and resets what it refuses. Inbound connections wait
+//! in a bounded queue (1,024); beyond it they are reset.
 //!
 //! ## Timers
 //!
@@ -123,7 +132,9 @@ pub use config::{
     WgPublicKey,
 };
 pub use error::WgError;
-pub use node::{BACKEND, CIPHER, NOISE_PROTOCOL, WgListener, WgNode, WgStats, security_info};
+pub use node::{
+    BACKEND, CIPHER, NOISE_PROTOCOL, WgListener, WgNode, WgPending, WgStats, security_info,
+};
 pub use stream::WgStream;
 pub use udp::SocketBuffers;
 

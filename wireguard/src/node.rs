@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use fipstun_identity::spiffe::SpiffeId;
 use fipstun_transport::{
-    Inbound, PeerIdentity, SecurityInfo, Target, Transport, TransportError, TunnelListener,
+    Acceptor, Inbound, PeerIdentity, PendingInbound, Refusal, SecurityInfo, Target, Transport,
+    TransportError, TunnelListener,
 };
 use gotatun::noise::errors::WireGuardError;
 use gotatun::noise::handshake::parse_handshake_anon;
@@ -152,7 +153,7 @@ pub(crate) struct Core {
     conns: HashMap<SocketHandle, Conn>,
     used_ports: HashSet<u16>,
     next_port: u16,
-    inbound: Option<mpsc::UnboundedSender<Inbound<WgStream>>>,
+    inbound: Option<mpsc::Sender<Inbound<WgStream>>>,
     mtu: MtuWatcher,
     to_send: Vec<(SocketAddr, Packet)>,
     started: std::time::Instant,
@@ -527,13 +528,17 @@ impl Core {
                 target: Target::new(SocketAddr::new(ip_of(local.addr), local.port)),
             };
             let refused = match self.inbound.as_ref() {
-                Some(tx) => tx.send(inbound).err().map(|e| e.0),
-                None => Some(inbound),
+                Some(tx) => tx.try_send(inbound).err().map(|e| match e {
+                    mpsc::error::TrySendError::Full(i) => (i, "the accept queue is full"),
+                    mpsc::error::TrySendError::Closed(i) => (i, "no listener"),
+                }),
+                None => Some((inbound, "no listener")),
             };
-            if let Some(inbound) = refused {
-                // Nobody accepts. Dropping the stream here would re-take the lock we hold.
+            if let Some((inbound, why)) = refused {
+                // Nobody takes it now: reset, as a kernel with a full accept queue would drop
+                // it. Dropping the stream here would re-take the lock we hold.
                 let h = inbound.stream.disarm();
-                tracing::debug!("inbound connection refused: no listener");
+                tracing::warn!(reason = why, "inbound tunnelled connection refused");
                 self.socket(h).abort();
             }
         }
@@ -611,7 +616,7 @@ struct NodeInner {
     public_key: WgPublicKey,
     buffers: SocketBuffers,
     connect_timeout: Duration,
-    inbound_rx: tokio::sync::Mutex<Option<mpsc::UnboundedReceiver<Inbound<WgStream>>>>,
+    inbound_rx: tokio::sync::Mutex<Option<mpsc::Receiver<Inbound<WgStream>>>>,
 }
 
 impl Drop for NodeInner {
@@ -727,7 +732,7 @@ impl WgNode {
         iface.set_any_ip(config.accept_inbound);
 
         let (inbound_tx, inbound_rx) = if config.accept_inbound {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
             (Some(tx), Some(rx))
         } else {
             (None, None)
@@ -925,6 +930,11 @@ impl Transport for WgNode {
     }
 }
 
+/// Inbound tunnelled connections waiting for the application's accept at most; more are
+/// reset (the queue is bounded so a peer opening connections faster than they are taken
+/// cannot grow memory without limit).
+const INBOUND_QUEUE: usize = 1024;
+
 /// The inbound side of a [`WgNode`]: tunnelled TCP connections to any destination, each with
 /// the peer's key (and mapped SPIFFE ID) and the destination it was sent to.
 pub struct WgListener {
@@ -952,6 +962,39 @@ impl TunnelListener for WgListener {
 
     fn security(&self) -> SecurityInfo {
         security_info()
+    }
+}
+
+/// An inbound connection as the one forwarder sees it: the TCP handshake inside the tunnel is
+/// already done, so establishing hands the stream over and refusing resets it.
+#[derive(Debug)]
+pub struct WgPending(Inbound<WgStream>);
+
+impl PendingInbound for WgPending {
+    type Stream = WgStream;
+
+    fn peer(&self) -> &PeerIdentity {
+        &self.0.peer
+    }
+
+    fn target(&self) -> &Target {
+        &self.0.target
+    }
+
+    fn establish(self) -> Result<WgStream, TransportError> {
+        Ok(self.0.stream)
+    }
+
+    fn refuse(self, _why: Refusal) {
+        self.0.stream.reset();
+    }
+}
+
+impl Acceptor for WgListener {
+    type Pending = WgPending;
+
+    async fn accept(&mut self) -> Result<WgPending, TransportError> {
+        TunnelListener::accept(&*self).await.map(WgPending)
     }
 }
 

@@ -53,6 +53,21 @@ impl WgStream {
         self.shared.lock().endpoints(self.handle).1
     }
 
+    /// Refuse the connection: a TCP reset (RST) to the far end instead of the graceful FIN a
+    /// drop sends, as a kernel answers a connection nobody takes.
+    pub fn reset(mut self) {
+        self.armed = false;
+        if self.shared.is_closed() {
+            return;
+        }
+        {
+            let mut core = self.shared.lock();
+            core.socket(self.handle).abort();
+            core.stream_dropped(self.handle);
+        }
+        self.shared.wake_driver.notify_one();
+    }
+
     /// Forget the socket without touching it (the caller holds the node lock and cleans up).
     pub(crate) fn disarm(mut self) -> SocketHandle {
         self.armed = false;

@@ -1,16 +1,21 @@
 //! Our client node <-> our server node over 127.0.0.1 UDP passes the shared conformance suite,
-//! with the server side running the generic `forward()` that dials the targets.
+//! with the server side running the one forwarder and a policy that judges each stream by the
+//! peer's configured SPIFFE ID, exactly as HBONE streams are judged by their certificate.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use fipstun_identity::spiffe::SpiffeId;
 use fipstun_transport::conformance::{self, Upstreams};
-use fipstun_transport::{PeerIdentity, Target, Transport, TunnelListener};
+use fipstun_transport::policy::{Policy, Rule};
+use fipstun_transport::{
+    Forwarder, ForwarderConfig, PeerIdentity, PlainTcp, Target, Transport, TunnelListener,
+};
 use fipstun_wireguard::{WgConfig, WgNode, WgPeer, WgPrivateKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn pair(forwarding: bool) -> (WgNode, WgNode) {
+/// A client node and a server node; with `policy`, the server runs the one forwarder.
+async fn pair(policy: Option<Policy>) -> (WgNode, WgNode) {
     let (server_key, client_key) = (WgPrivateKey::generate(), WgPrivateKey::generate());
     let any = "127.0.0.1:0".parse().unwrap();
     let server = WgNode::bind(
@@ -24,8 +29,10 @@ async fn pair(forwarding: bool) -> (WgNode, WgNode) {
     )
     .await
     .unwrap();
-    if forwarding {
-        tokio::spawn(fipstun_transport::forward(server.listener()));
+    if let Some(policy) = policy {
+        let fwd = Forwarder::new(PlainTcp, policy, ForwarderConfig::default());
+        let listener = server.listener();
+        tokio::spawn(async move { fwd.run(listener).await });
     }
     let client = WgNode::bind(
         WgConfig::new(client_key, any, "10.99.9.2".parse().unwrap()).with_peer(
@@ -42,10 +49,10 @@ async fn pair(forwarding: bool) -> (WgNode, WgNode) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wireguard_passes_the_conformance_suite() {
     let u = Upstreams::start().await.unwrap();
-    let (client, server) = pair(true).await;
+    let (client, server) = pair(Some(u.policy())).await;
     let started = Instant::now();
     let client = Arc::new(client);
-    let r = conformance::run_all(client.clone(), &u).await;
+    let r = conformance::run_forwarded(client.clone(), &u).await;
     eprintln!(
         "run_all took {:?}; client {:?}; server {:?}; client buffers {:?}",
         started.elapsed(),
@@ -58,7 +65,7 @@ async fn wireguard_passes_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_reports_peer_key_spiffe_and_target() {
-    let (client, server) = pair(false).await;
+    let (client, server) = pair(None).await;
     let listener = server.listener();
     // Any destination is accepted: this address exists nowhere but in the tunnel.
     let target = Target::new("192.0.2.7:4242".parse().unwrap());
@@ -147,7 +154,7 @@ async fn ipv6_inside_the_tunnel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_stream_with_unread_data_resets_it() {
-    let (client, server) = pair(false).await;
+    let (client, server) = pair(None).await;
     let listener = server.listener();
     let target = Target::new("192.0.2.7:4243".parse().unwrap());
     let accept = tokio::spawn(async move {
@@ -175,7 +182,7 @@ async fn dropping_a_stream_with_unread_data_resets_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_connections_are_forgotten_on_both_sides() {
     let u = Upstreams::start().await.unwrap();
-    let (client, server) = pair(true).await;
+    let (client, server) = pair(Some(u.policy())).await;
     for _ in 0..3 {
         conformance::concurrent_streams(Arc::new(client.clone()), &u, 50)
             .await
@@ -195,4 +202,32 @@ async fn finished_connections_are_forgotten_on_both_sides() {
     }
     // The ports and sockets came back: the node still connects.
     conformance::echo(&client, &u).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_is_judged_by_its_configured_spiffe_id() {
+    let u = Upstreams::start().await.unwrap();
+    let to = format!("127.0.0.1/32:{}", u.echo.port());
+    // The client's key is mapped to spiffe://wg.test/client: a rule for another ID does not
+    // let it through, and the stream is reset without reaching the echo server.
+    let (client, _server) = pair(Some(Policy::new(vec![
+        Rule::allow(["spiffe://wg.test/other"], [to.as_str()]).unwrap(),
+    ])))
+    .await;
+    let refused = async {
+        match client.connect(&Target::new(u.echo)).await {
+            Err(_) => true,
+            Ok(mut s) => {
+                let _ = s.write_all(b"let me in").await;
+                let mut buf = [0u8; 16];
+                matches!(s.read(&mut buf).await, Ok(0) | Err(_))
+            }
+        }
+    };
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(20), refused)
+            .await
+            .expect("the refusal came within 20 s"),
+        "a peer whose ID no rule names was let through"
+    );
 }
