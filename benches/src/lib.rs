@@ -30,7 +30,10 @@ use fipstun_identity::keys::KeyAlgorithm;
 use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
 use fipstun_identity::tls::{Authorizer, SvidSlot, server_config};
-use fipstun_transport::{FipsRequirement, PlainTcp, Target, Transport};
+use fipstun_transport::policy::{Policy, Rule};
+use fipstun_transport::{
+    FipsRequirement, Forwarder, ForwarderConfig, PlainTcp, TcpAcceptor, Target, Transport,
+};
 use fipstun_wireguard::{WgConfig, WgNode, WgPeer, WgPrivateKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -93,21 +96,25 @@ impl Sinks {
     }
 }
 
+/// A relay on 127.0.0.1 to `to`: the one forwarder over a local TCP listener, allowed to reach
+/// exactly `to` (the path the binary's plain listeners run).
 async fn relay(tasks: &mut JoinSet<()>, to: SocketAddr) -> std::io::Result<SocketAddr> {
-    serve(tasks, move |mut inbound: TcpStream| async move {
-        let Ok(mut upstream) = TcpStream::connect(to).await else {
-            return;
-        };
-        let _ = upstream.set_nodelay(true);
-        let _ = tokio::io::copy_bidirectional_with_sizes(
-            &mut inbound,
-            &mut upstream,
-            RELAY_BUFFER_BYTES,
-            RELAY_BUFFER_BYTES,
-        )
-        .await;
-    })
-    .await
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let only_to = Policy::new(vec![
+        Rule::allow(["*"], [format!("{}/32:{}", to.ip(), to.port())])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
+    ]);
+    let forwarder = Forwarder::new(
+        PlainTcp,
+        only_to,
+        ForwarderConfig::default().with_copy_buffer_bytes(RELAY_BUFFER_BYTES),
+    );
+    let acceptor = TcpAcceptor::new(listener, Target::new(to));
+    tasks.spawn(async move {
+        let _ = forwarder.run(acceptor).await;
+    });
+    Ok(addr)
 }
 
 /// Copy buffer per direction of the plain relay, as large as the discard sink's read buffer.
@@ -238,7 +245,11 @@ pub async fn wireguard() -> (Arc<WgNode>, WgNode) {
     )
     .await
     .expect("server node");
-    tokio::spawn(fipstun_transport::forward(server.listener()));
+    // The node's path: the one forwarder, allowed to reach the loopback sinks.
+    let policy = Policy::new(vec![Rule::allow(["*"], ["127.0.0.0/8"]).expect("rule")]);
+    let forwarder = Forwarder::new(PlainTcp, policy, ForwarderConfig::default());
+    let listener = server.listener();
+    tokio::spawn(async move { forwarder.run(listener).await });
     let client = WgNode::bind(
         WgConfig::new(client_key, any, [10, 99, 8, 2].into()).with_peer(
             WgPeer::new(server_key.public_key())

@@ -342,7 +342,9 @@ pub async fn policy_refusal<T: Transport>(t: &T, u: &Upstreams) -> Result<(), St
                 let mut buf = [0u8; 16];
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => Ok(()),
-                    Ok(n) => Err(format!("{n} bytes came back from a target the policy forbids")),
+                    Ok(n) => Err(format!(
+                        "{n} bytes came back from a target the policy forbids"
+                    )),
                 }
             }
         }

@@ -254,6 +254,12 @@ impl ForwarderConfig {
         self
     }
 
+    /// Set [`ForwarderConfig::copy_buffer_bytes`] (at least 1 KiB).
+    pub fn with_copy_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.copy_buffer_bytes = bytes.max(1024);
+        self
+    }
+
     /// Set [`ForwarderConfig::idle_timeout`].
     pub fn with_idle_timeout(mut self, t: Duration) -> Self {
         self.idle_timeout = t;
@@ -353,7 +359,11 @@ struct Slot<D: Transport> {
 impl<D: Transport> Drop for Slot<D> {
     fn drop(&mut self) {
         {
-            let mut map = self.inner.per_peer.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self
+                .inner
+                .per_peer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(n) = map.get_mut(&self.peer) {
                 *n -= 1;
                 if *n == 0 {
@@ -426,8 +436,10 @@ impl<D: Transport> Forwarder<D> {
                         .counters
                         .accept_errors
                         .fetch_add(1, Ordering::Relaxed);
-                    backoff = (backoff * 2)
-                        .clamp(Duration::from_millis(5), self.inner.config.max_accept_backoff);
+                    backoff = (backoff * 2).clamp(
+                        Duration::from_millis(5),
+                        self.inner.config.max_accept_backoff,
+                    );
                     tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
                 }
@@ -445,7 +457,9 @@ impl<D: Transport> Forwarder<D> {
             Refusal::Overloaded => {
                 tracing::warn!(%peer, %target, limit = %detail, "stream refused: limit reached")
             }
-            _ => tracing::info!(%peer, %target, reason = %detail, "stream refused: {}", why.label()),
+            _ => {
+                tracing::info!(%peer, %target, reason = %detail, "stream refused: {}", why.label())
+            }
         }
         pending.refuse(why);
     }

@@ -12,8 +12,7 @@ use fipstun_transport::conformance::{self, Upstreams};
 use fipstun_transport::memory::{MemoryAcceptor, MemoryPending, MemoryTransport, memory_tunnel};
 use fipstun_transport::policy::{Policy, Rule};
 use fipstun_transport::{
-    Acceptor, Forwarder, ForwarderConfig, PeerIdentity, PlainTcp, Target, Transport,
-    TransportError,
+    Acceptor, Forwarder, ForwarderConfig, PeerIdentity, PlainTcp, Target, Transport, TransportError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -25,7 +24,11 @@ fn web() -> PeerIdentity {
 fn start(
     policy: Policy,
     config: ForwarderConfig,
-) -> (MemoryTransport, Forwarder<PlainTcp>, tokio::task::JoinHandle<()>) {
+) -> (
+    MemoryTransport,
+    Forwarder<PlainTcp>,
+    tokio::task::JoinHandle<()>,
+) {
     let (client, acceptor) = memory_tunnel(web());
     let fwd = Forwarder::new(PlainTcp, policy, config);
     let run = {
@@ -69,7 +72,11 @@ async fn no_rule_refuses_everything_before_dialing() {
         "{err:?}"
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(dialled.load(Ordering::SeqCst), 0, "no SYN for a refused stream");
+    assert_eq!(
+        dialled.load(Ordering::SeqCst),
+        0,
+        "no SYN for a refused stream"
+    );
     assert_eq!(fwd.stats().refused_policy, 1);
 }
 
@@ -91,7 +98,10 @@ async fn rules_judge_the_peer_identity() {
         Rule::allow(["spiffe://a.test/ns/prod/sa/db"], ["127.0.0.0/8"]).unwrap(),
     ]);
     let (client, _fwd, _run) = start(only_db, ForwarderConfig::default());
-    assert!(client.connect(&Target::new(u.echo)).await.is_err(), "web is not db");
+    assert!(
+        client.connect(&Target::new(u.echo)).await.is_err(),
+        "web is not db"
+    );
     client
         .set_peer(PeerIdentity::Spiffe(
             SpiffeId::parse("spiffe://a.test/ns/prod/sa/db").unwrap(),
@@ -132,7 +142,10 @@ async fn per_peer_limit_refuses_the_excess_and_frees_slots() {
 #[tokio::test]
 async fn total_limit_refuses_every_peer() {
     let u = Upstreams::start().await.unwrap();
-    let (client, _fwd, _run) = start(u.policy(), ForwarderConfig::default().with_max_streams(1, 1));
+    let (client, _fwd, _run) = start(
+        u.policy(),
+        ForwarderConfig::default().with_max_streams(1, 1),
+    );
     let _held = client.connect(&Target::new(u.echo)).await.unwrap();
     client
         .set_peer(PeerIdentity::Spiffe(
@@ -236,7 +249,10 @@ async fn a_closed_acceptor_ends_the_loop() {
     let (client, acceptor) = memory_tunnel(web());
     drop(client);
     let fwd = Forwarder::new(PlainTcp, Policy::deny_all(), ForwarderConfig::default());
-    assert!(matches!(fwd.run(acceptor).await, Err(TransportError::Closed)));
+    assert!(matches!(
+        fwd.run(acceptor).await,
+        Err(TransportError::Closed)
+    ));
 }
 
 #[tokio::test]
@@ -245,7 +261,10 @@ async fn drain_waits_for_open_streams() {
     let (client, fwd, _run) = start(u.policy(), ForwarderConfig::default());
     let mut s = client.connect(&Target::new(u.echo)).await.unwrap();
     fwd.shutdown();
-    assert!(!fwd.drained(Duration::from_millis(100)).await, "one stream is open");
+    assert!(
+        !fwd.drained(Duration::from_millis(100)).await,
+        "one stream is open"
+    );
     // The open stream still works during the drain.
     s.write_all(b"x").await.unwrap();
     let mut b = [0u8; 1];
