@@ -1,8 +1,6 @@
 //! `fipstun ca init | issue`: the embedded CA to and from PEM files.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,6 +8,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
 use fipstun_identity::keys::KeyAlgorithm;
 use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+
+use crate::key_file::{self, Existing, PRIVATE_MODE, PUBLIC_MODE};
 
 /// File names inside a CA directory.
 pub(crate) const CA_CHAIN: &str = "ca.pem";
@@ -193,7 +193,10 @@ fn issue(a: IssueArgs) -> Result<String, String> {
     ))
 }
 
-/// Create `dir` and write two public PEM files and one private one (mode 0600).
+/// Create `dir` and write two public PEM files (mode 0644) and one private one (mode 0600),
+/// each atomically through [`key_file::write`]. Every destination is checked before anything
+/// is written, so a refusal (an existing file without `force`, a symbolic link) leaves the
+/// directory as it was.
 fn write_pem_dir(
     dir: &Path,
     public: [(&str, String); 2],
@@ -201,32 +204,28 @@ fn write_pem_dir(
     force: bool,
 ) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for (name, pem) in public {
-        write_file(&dir.join(name), pem.as_bytes(), false, force)?;
-    }
-    write_file(&dir.join(key_name), key_pem.as_bytes(), true, force)
-}
-
-fn write_file(path: &Path, bytes: &[u8], secret: bool, force: bool) -> Result<(), String> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true);
-    if force {
-        opts.create(true).truncate(true);
+    let existing = if force {
+        Existing::Replace
     } else {
-        opts.create_new(true);
+        Existing::Keep
+    };
+    let names = public.iter().map(|(name, _)| *name).chain([key_name]);
+    for name in names {
+        key_file::check_destination(&dir.join(name), existing).map_err(|e| e.to_string())?;
     }
-    if secret {
-        opts.mode(0o600);
+    // The key first: certificates never sit next to a key that failed to be written.
+    key_file::write(
+        &dir.join(key_name),
+        key_pem.as_bytes(),
+        PRIVATE_MODE,
+        existing,
+    )
+    .map_err(|e| e.to_string())?;
+    for (name, pem) in public {
+        key_file::write(&dir.join(name), pem.as_bytes(), PUBLIC_MODE, existing)
+            .map_err(|e| e.to_string())?;
     }
-    let mut f = opts.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            format!("{} exists (use --force to overwrite)", path.display())
-        } else {
-            format!("{}: {e}", path.display())
-        }
-    })?;
-    f.write_all(bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))
+    Ok(())
 }
 
 #[cfg(test)]

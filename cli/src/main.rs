@@ -22,6 +22,7 @@ use fipstun_identity::policy::fips_status;
 mod ca;
 mod config;
 mod identity_source;
+mod key_file;
 mod metrics;
 mod node;
 mod proxy;

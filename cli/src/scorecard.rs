@@ -7,7 +7,6 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -246,16 +245,15 @@ struct Path2 {
     path: String,
 }
 
+/// A private key, mode 0600, replacing one a previous run left.
 fn write_secret(path: &Path, text: &str) -> Result<(), String> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    crate::key_file::write(
+        path,
+        text.as_bytes(),
+        crate::key_file::PRIVATE_MODE,
+        crate::key_file::Existing::Replace,
+    )
+    .map_err(|e| e.to_string())
 }
 
 fn write(path: &Path, text: &str) -> Result<(), String> {

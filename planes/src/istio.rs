@@ -7,9 +7,11 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use fipstun_identity::bundle::TrustStore;
@@ -27,6 +29,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, ServerName, UnixTime};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic_prost::ProstCodec;
@@ -34,6 +37,7 @@ use tonic_prost::ProstCodec;
 use crate::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::error::Error;
 use crate::proto::{CREATE_CERTIFICATE, IstioCertificateRequest, IstioCertificateResponse};
+use crate::rate_limit::{RateLimiter, RetryAfter};
 use crate::response::{check_issued_chain, parse_pem_chain};
 pub use crate::tls_io::CallerConnection;
 use crate::tls_io::{TlsConnector, accept_tls};
@@ -427,6 +431,12 @@ pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
 /// What serves `CreateCertificate`: the embedded CA ([`EmbeddedIstioCa`]) or anything else.
 /// The request's extensions carry the [`CallerConnection`] of its TLS connection.
 pub trait IstioCertificateService: Send + Sync + 'static {
+    /// Who the caller is, from the request's metadata (e.g. `authorization`) and extensions
+    /// (the [`CallerConnection`]) alone. [`IstioCaServer`] calls this before it reads the
+    /// request body, so an unauthenticated caller never has a message decoded, and rate-limits
+    /// per returned ID. Refuse with `Unauthenticated`.
+    fn authenticate(&self, request: &tonic::Request<()>) -> Result<SpiffeId, tonic::Status>;
+
     /// Answer one `CreateCertificate` call.
     fn create_certificate(
         &self,
@@ -582,6 +592,10 @@ impl EmbeddedIstioCa {
 }
 
 impl IstioCertificateService for EmbeddedIstioCa {
+    fn authenticate(&self, request: &tonic::Request<()>) -> Result<SpiffeId, tonic::Status> {
+        EmbeddedIstioCa::authenticate(self, request)
+    }
+
     fn create_certificate(
         &self,
         request: tonic::Request<IstioCertificateRequest>,
@@ -638,29 +652,231 @@ impl ClientCertVerifier for OptionalClientAuth {
     }
 }
 
+/// Limits of an [`IstioCaServer`]. Every refusal is a gRPC status and a counter in
+/// [`IstioCaServerMetrics`]; nothing beyond a limit is queued.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct IstioCaServerConfig {
+    /// Largest `CreateCertificate` request message accepted, in bytes (the protobuf message,
+    /// without gRPC's 5-byte frame header). Larger ones are refused with `ResourceExhausted`
+    /// from the frame header alone, before the body is buffered, and counted in
+    /// [`IstioCaServerMetrics::refused_too_large`]. Default 64 KiB (a CSR request is about
+    /// 1 KiB).
+    pub max_request_bytes: usize,
+    /// SETTINGS_MAX_CONCURRENT_STREAMS advertised on each connection (requests in flight on
+    /// one connection). Default 16.
+    pub max_streams_per_conn: u32,
+    /// Requests in progress at once over all connections (from authentication to the answer).
+    /// Beyond it requests are refused with `Unavailable` and counted in
+    /// [`IstioCaServerMetrics::refused_overloaded`]. Default 64.
+    pub max_concurrent_requests: usize,
+    /// Requests per second each authenticated caller (SPIFFE ID) may make on average. Beyond it
+    /// requests are refused with `ResourceExhausted` (and `grpc-retry-pushback-ms`) and counted
+    /// in [`IstioCaServerMetrics::refused_rate_limited`]. Default 10.
+    pub rate_per_caller_per_s: u32,
+    /// Requests each caller may make at once before the rate applies. Default 20.
+    pub rate_burst: u32,
+    /// Callers the rate limiter tracks at most; idle ones are forgotten first (see
+    /// [`RateLimiter`]). Default 10,000.
+    pub rate_max_callers: usize,
+    /// Limit for one request from authentication to the answer, body upload included, so a
+    /// slow caller cannot hold a slot of `max_concurrent_requests`. Past it:
+    /// `DeadlineExceeded`, counted in [`IstioCaServerMetrics::timed_out`]. Default 10 s.
+    pub request_timeout: Duration,
+    /// Limit for the TLS handshake of one connection. Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl IstioCaServerConfig {
+    /// Zero limits raised to 1: a zero would refuse every request, a configuration mistake
+    /// rather than a policy.
+    fn normalized(mut self) -> Self {
+        self.max_request_bytes = self.max_request_bytes.max(1);
+        self.max_streams_per_conn = self.max_streams_per_conn.max(1);
+        self.max_concurrent_requests = self.max_concurrent_requests.max(1);
+        self.rate_per_caller_per_s = self.rate_per_caller_per_s.max(1);
+        self.rate_burst = self.rate_burst.max(1);
+        self.rate_max_callers = self.rate_max_callers.max(1);
+        self
+    }
+}
+
+impl Default for IstioCaServerConfig {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 64 * 1024,
+            max_streams_per_conn: 16,
+            max_concurrent_requests: 64,
+            rate_per_caller_per_s: 10,
+            rate_burst: 20,
+            rate_max_callers: 10_000,
+            request_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What an [`IstioCaServer`] has done since it was created (all clones share it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IstioCaServerMetrics {
+    /// Requests that passed authentication, their caller's rate and the concurrency limit, so
+    /// had their body decoded (up to `max_request_bytes`; larger ones are then also counted in
+    /// `refused_too_large`).
+    pub requests_admitted: u64,
+    /// Requests holding a slot of `max_concurrent_requests` now.
+    pub requests_in_progress: u64,
+    /// Requests whose caller [`IstioCertificateService::authenticate`] refused (the body was
+    /// not read).
+    pub refused_unauthenticated: u64,
+    /// Requests larger than `max_request_bytes` (`ResourceExhausted`).
+    pub refused_too_large: u64,
+    /// Requests over their caller's rate (`ResourceExhausted`).
+    pub refused_rate_limited: u64,
+    /// Requests refused because `max_concurrent_requests` were in progress (`Unavailable`).
+    pub refused_overloaded: u64,
+    /// Requests cut by `request_timeout` (`DeadlineExceeded`).
+    pub timed_out: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    admitted: AtomicU64,
+    unauthenticated: AtomicU64,
+    too_large: AtomicU64,
+    rate_limited: AtomicU64,
+    overloaded: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+/// The admission state built from a config: slots for requests in progress and the rate
+/// limiter.
+#[derive(Debug)]
+struct Admission {
+    in_progress: Arc<Semaphore>,
+    rate: Mutex<RateLimiter>,
+}
+
+impl Admission {
+    fn new(config: &IstioCaServerConfig) -> Self {
+        Self {
+            in_progress: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            rate: Mutex::new(RateLimiter::new(
+                config.rate_per_caller_per_s,
+                config.rate_burst,
+                config.rate_max_callers,
+            )),
+        }
+    }
+}
+
 /// Serves the Istio CA API over FIPS TLS on a TCP listener.
+///
+/// Each request is handled in this order: the caller is authenticated from the headers and
+/// the TLS connection ([`IstioCertificateService::authenticate`]); its rate is checked; a slot
+/// of `max_concurrent_requests` is taken; only then is the body decoded, bounded by
+/// `max_request_bytes`. So an unauthenticated caller never has a body decoded, and an
+/// authenticated one at most 64 KiB by default. TLS handshakes in progress are bounded too
+/// (256, each under `handshake_timeout`). Limits: [`IstioCaServerConfig`]; refusals are
+/// counted in [`IstioCaServer::metrics`].
 #[derive(Clone)]
 pub struct IstioCaServer {
     service: Arc<dyn IstioCertificateService>,
-    max_message_bytes: usize,
-    handshake_timeout: Duration,
+    config: IstioCaServerConfig,
+    admission: Arc<Admission>,
+    counters: Arc<Counters>,
 }
 
 impl fmt::Debug for IstioCaServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IstioCaServer")
-            .field("max_message_bytes", &self.max_message_bytes)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
 impl IstioCaServer {
-    /// Serve `service` (4 MiB messages, 10 s TLS handshakes).
+    /// Serve `service` with the default limits ([`IstioCaServerConfig::default`]).
     pub fn new(service: Arc<dyn IstioCertificateService>) -> Self {
+        Self::with_config(service, IstioCaServerConfig::default())
+    }
+
+    /// Serve `service` with `config`. Zero limits are raised to 1.
+    pub fn with_config(
+        service: Arc<dyn IstioCertificateService>,
+        config: IstioCaServerConfig,
+    ) -> Self {
+        let config = config.normalized();
         Self {
             service,
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            handshake_timeout: Duration::from_secs(10),
+            admission: Arc::new(Admission::new(&config)),
+            config,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Apply `change` to the config and rebuild the admission state. Clones made before keep
+    /// the old limits, so configure before serving.
+    fn reconfigured(mut self, change: impl FnOnce(&mut IstioCaServerConfig)) -> Self {
+        change(&mut self.config);
+        self.config = self.config.normalized();
+        self.admission = Arc::new(Admission::new(&self.config));
+        self
+    }
+
+    /// Set [`IstioCaServerConfig::max_request_bytes`].
+    pub fn with_max_request_bytes(self, bytes: usize) -> Self {
+        self.reconfigured(|c| c.max_request_bytes = bytes)
+    }
+
+    /// Set [`IstioCaServerConfig::max_streams_per_conn`].
+    pub fn with_max_streams_per_conn(self, streams: u32) -> Self {
+        self.reconfigured(|c| c.max_streams_per_conn = streams)
+    }
+
+    /// Set [`IstioCaServerConfig::max_concurrent_requests`].
+    pub fn with_max_concurrent_requests(self, requests: usize) -> Self {
+        self.reconfigured(|c| c.max_concurrent_requests = requests)
+    }
+
+    /// Set [`IstioCaServerConfig::rate_per_caller_per_s`] and
+    /// [`IstioCaServerConfig::rate_burst`].
+    pub fn with_rate_per_caller(self, per_s: u32, burst: u32) -> Self {
+        self.reconfigured(|c| {
+            c.rate_per_caller_per_s = per_s;
+            c.rate_burst = burst;
+        })
+    }
+
+    /// Set [`IstioCaServerConfig::request_timeout`].
+    pub fn with_request_timeout(self, timeout: Duration) -> Self {
+        self.reconfigured(|c| c.request_timeout = timeout)
+    }
+
+    /// Set [`IstioCaServerConfig::handshake_timeout`].
+    pub fn with_handshake_timeout(self, timeout: Duration) -> Self {
+        self.reconfigured(|c| c.handshake_timeout = timeout)
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &IstioCaServerConfig {
+        &self.config
+    }
+
+    /// Counters since creation; clones (and the running server) share them, so keep a clone
+    /// to read them while [`IstioCaServer::serve`] runs.
+    pub fn metrics(&self) -> IstioCaServerMetrics {
+        let c = &self.counters;
+        let slots = self.config.max_concurrent_requests;
+        let free = self.admission.in_progress.available_permits();
+        IstioCaServerMetrics {
+            requests_admitted: c.admitted.load(Relaxed),
+            requests_in_progress: slots.saturating_sub(free) as u64,
+            refused_unauthenticated: c.unauthenticated.load(Relaxed),
+            refused_too_large: c.too_large.load(Relaxed),
+            refused_rate_limited: c.rate_limited.load(Relaxed),
+            refused_overloaded: c.overloaded.load(Relaxed),
+            timed_out: c.timed_out.load(Relaxed),
         }
     }
 
@@ -708,9 +924,10 @@ impl IstioCaServer {
         let incoming = tokio_stream::wrappers::ReceiverStream::new(accept_tls(
             listener,
             tls,
-            self.handshake_timeout,
+            self.config.handshake_timeout,
         ));
         tonic::transport::Server::builder()
+            .max_concurrent_streams(self.config.max_streams_per_conn)
             .serve_with_incoming_shutdown(self, incoming, shutdown)
             .await
             .map_err(|e| Error::Io {
@@ -718,6 +935,106 @@ impl IstioCaServer {
                 reason: e.to_string(),
             })
     }
+
+    /// One `CreateCertificate` call, limits first (see the type's doc for the order).
+    async fn create_certificate(
+        self,
+        request: http::Request<tonic::body::Body>,
+    ) -> http::Response<tonic::body::Body> {
+        let (parts, body) = request.into_parts();
+        // The headers and the connection only: the body has not been read yet.
+        let head = tonic::Request::from_parts(
+            tonic::metadata::MetadataMap::from_headers(parts.headers.clone()),
+            parts.extensions.clone(),
+            (),
+        );
+        let caller = match self.service.authenticate(&head) {
+            Ok(caller) => caller,
+            Err(status) => {
+                self.counters.unauthenticated.fetch_add(1, Relaxed);
+                return status.into_http();
+            }
+        };
+        let rate = self
+            .admission
+            .rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(&caller, Instant::now());
+        if let Err(retry) = rate {
+            self.counters.rate_limited.fetch_add(1, Relaxed);
+            tracing::debug!(%caller, %retry, "Istio CA request over the caller's rate");
+            return rate_limited(&caller, &self.config, retry).into_http();
+        }
+        let Ok(_slot) = self.admission.in_progress.clone().try_acquire_owned() else {
+            self.counters.overloaded.fetch_add(1, Relaxed);
+            return tonic::Status::unavailable(format!(
+                "overloaded: {} requests in progress (max_concurrent_requests); retry later",
+                self.config.max_concurrent_requests
+            ))
+            .into_http();
+        };
+        // tonic refuses an oversized message with OutOfRange from the 5-byte frame header,
+        // before the service runs; this tells that refusal apart from one the service makes.
+        let reached_service = Arc::new(AtomicBool::new(false));
+        let (service, reached) = (self.service.clone(), reached_service.clone());
+        let method = tower::service_fn(move |r: tonic::Request<IstioCertificateRequest>| {
+            let service = service.clone();
+            reached.store(true, Relaxed);
+            async move { service.create_certificate(r).await }
+        });
+        let codec: ProstCodec<IstioCertificateResponse, IstioCertificateRequest> =
+            ProstCodec::default();
+        let max = self.config.max_request_bytes;
+        let mut grpc = tonic::server::Grpc::new(codec)
+            .max_decoding_message_size(max)
+            // The answer is ours (a chain and a root), not the caller's.
+            .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES);
+        self.counters.admitted.fetch_add(1, Relaxed);
+        let request = http::Request::from_parts(parts, body);
+        let timeout = self.config.request_timeout;
+        let Ok(response) = tokio::time::timeout(timeout, grpc.unary(method, request)).await else {
+            self.counters.timed_out.fetch_add(1, Relaxed);
+            return tonic::Status::deadline_exceeded(format!(
+                "no complete request and answer within {timeout:?} (request_timeout)"
+            ))
+            .into_http();
+        };
+        let refused_by_decoder = !reached_service.load(Relaxed)
+            && tonic::Status::from_header_map(response.headers())
+                .is_some_and(|s| s.code() == tonic::Code::OutOfRange);
+        if refused_by_decoder {
+            self.counters.too_large.fetch_add(1, Relaxed);
+            tracing::debug!(%caller, max, "Istio CA request over max_request_bytes");
+            return tonic::Status::resource_exhausted(format!(
+                "request message larger than the {max}-byte limit (max_request_bytes)"
+            ))
+            .into_http();
+        }
+        response
+    }
+}
+
+/// `ResourceExhausted` with gRPC's retry pushback (`grpc-retry-pushback-ms`, gRFC A6), so
+/// clients that honour it wait exactly as long as needed.
+fn rate_limited(
+    caller: &SpiffeId,
+    config: &IstioCaServerConfig,
+    retry: RetryAfter,
+) -> tonic::Status {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    let millis = retry.0.as_millis().max(1);
+    if let Ok(value) = MetadataValue::try_from(millis.to_string()) {
+        metadata.insert("grpc-retry-pushback-ms", value);
+    }
+    tonic::Status::with_metadata(
+        tonic::Code::ResourceExhausted,
+        format!(
+            "rate limit for {caller}: {} requests/s, burst {} (rate_per_caller_per_s, rate_burst); {retry}",
+            config.rate_per_caller_per_s, config.rate_burst
+        ),
+        metadata,
+    )
 }
 
 type HttpFuture = Pin<
@@ -733,6 +1050,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for IstioCaServer {
     type Future = HttpFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Always ready: limits refuse in `call` instead of queueing callers.
         Poll::Ready(Ok(()))
     }
 
@@ -740,20 +1058,8 @@ impl tower::Service<http::Request<tonic::body::Body>> for IstioCaServer {
         if req.uri().path() != CREATE_CERTIFICATE {
             return Box::pin(async { Ok(crate::workload::unimplemented_response()) });
         }
-        let service = self.service.clone();
-        let max = self.max_message_bytes;
-        Box::pin(async move {
-            let method = tower::service_fn(move |r: tonic::Request<IstioCertificateRequest>| {
-                let service = service.clone();
-                async move { service.create_certificate(r).await }
-            });
-            let codec: ProstCodec<IstioCertificateResponse, IstioCertificateRequest> =
-                ProstCodec::default();
-            let mut grpc = tonic::server::Grpc::new(codec)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
-            Ok(grpc.unary(method, req).await)
-        })
+        let this = self.clone();
+        Box::pin(async move { Ok(this.create_certificate(req).await) })
     }
 }
 

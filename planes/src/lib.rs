@@ -15,12 +15,14 @@
 //!   istiod's port 15012). [`istio::IstioCaClient`] implements identity's
 //!   [`CaClient`](fipstun_identity::manager::CaClient), so the identity manager renews through
 //!   istiod; [`istio::IstioCaServer`] serves the API from the embedded CA, authenticating
-//!   callers by bearer token or client SVID and binding the SAN to the caller.
+//!   callers by bearer token or client SVID (before any request body is read) and binding the
+//!   SAN to the caller, under per-caller rate, concurrency, stream and size limits.
+//! - [`rate_limit`]: the sans-IO per-caller token bucket the CA server uses.
 //! - [`proto`]: the protobuf messages, written by hand (no `protoc` at build time).
 //! - [`response`]: the checks every answer passes before anything is installed.
 //!
 //! All TLS is rustls with identity's FIPS policy (AWS-LC FIPS module); tonic's own TLS features
-//! are off. Message sizes are bounded (4 MiB by default).
+//! are off. Message sizes are bounded (4 MiB by default; 64 KiB for requests to the CA server).
 //!
 //! Serve SVIDs from the embedded CA on a Workload API socket, take them with the client, and
 //! build a server config once (against a SPIRE agent, use `EndpointSocket::from_env()`):
@@ -81,6 +83,7 @@ mod backoff;
 mod error;
 pub mod istio;
 pub mod proto;
+pub mod rate_limit;
 pub mod response;
 mod tls_io;
 pub mod workload;

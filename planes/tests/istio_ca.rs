@@ -67,8 +67,13 @@ struct Plane {
     addr: SocketAddr,
 }
 
-/// A CA server on 127.0.0.1 presenting istiod's SVID, serving `service`.
+/// A CA server on 127.0.0.1 presenting istiod's SVID, serving `service` with default limits.
 async fn start(issuer: Arc<SvidIssuer>, service: Arc<dyn IstioCertificateService>) -> Plane {
+    start_server(issuer, IstioCaServer::new(service)).await
+}
+
+/// A CA server on 127.0.0.1 presenting istiod's SVID: `server` (keep a clone for its metrics).
+async fn start_server(issuer: Arc<SvidIssuer>, server: IstioCaServer) -> Plane {
     let policy = CryptoPolicy::default();
     let trust = TrustStore::new(BundleSet::new().with(issuer.bundle().clone()));
     let slot = Arc::new(SvidSlot::new());
@@ -88,11 +93,7 @@ async fn start(issuer: Arc<SvidIssuer>, service: Arc<dyn IstioCertificateService
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(IstioCaServer::new(service).serve(
-        listener,
-        Arc::new(tls),
-        std::future::pending(),
-    ));
+    tokio::spawn(server.serve(listener, Arc::new(tls), std::future::pending()));
     Plane {
         issuer,
         trust,
@@ -343,13 +344,23 @@ async fn a_server_with_another_identity_is_not_trusted() {
     ));
 }
 
+/// The embedded CA's caller authentication (web's token, client SVIDs), for test doubles.
+fn web_token_auth(issuer: &Arc<SvidIssuer>) -> EmbeddedIstioCa {
+    EmbeddedIstioCa::new(issuer.clone(), TokenTable::new().with(TOKEN, web()))
+}
+
 /// A CA that answers whatever the test put in `answer`, and records who called.
 struct Scripted {
+    auth: EmbeddedIstioCa,
     answer: Mutex<IstioCertificateResponse>,
     callers: Mutex<Vec<Option<CallerConnection>>>,
 }
 
 impl IstioCertificateService for Scripted {
+    fn authenticate(&self, request: &tonic::Request<()>) -> Result<SpiffeId, tonic::Status> {
+        self.auth.authenticate(request)
+    }
+
     fn create_certificate(
         &self,
         request: tonic::Request<IstioCertificateRequest>,
@@ -379,6 +390,7 @@ fn pem_chain(certs: &[CertificateDer<'_>]) -> Vec<String> {
 async fn bad_responses_are_refused_by_the_client() {
     let issuer = issuer();
     let scripted = Arc::new(Scripted {
+        auth: web_token_auth(&issuer),
         answer: Mutex::new(IstioCertificateResponse::default()),
         callers: Mutex::new(Vec::new()),
     });
@@ -561,4 +573,289 @@ async fn garbage_connections_do_not_stop_the_server() {
         .await
         .unwrap()
         .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server limits: size, authentication order, per-caller rate, concurrency, streams, time.
+
+const DB_TOKEN: &str = "db-service-account-token";
+
+fn db() -> SpiffeId {
+    id("spiffe://example.org/ns/prod/sa/db")
+}
+
+/// The embedded CA for web (TOKEN) and db (DB_TOKEN) behind `configure(IstioCaServer::new)`;
+/// returns the plane and a clone of the server for its metrics.
+async fn limited(configure: impl FnOnce(IstioCaServer) -> IstioCaServer) -> (Plane, IstioCaServer) {
+    let issuer = issuer();
+    let tokens = TokenTable::new().with(TOKEN, web()).with(DB_TOKEN, db());
+    let server = configure(IstioCaServer::new(Arc::new(EmbeddedIstioCa::new(
+        issuer.clone(),
+        tokens,
+    ))));
+    (start_server(issuer, server.clone()).await, server)
+}
+
+/// The raw call's status, or a panic naming what came back instead.
+fn raw_status(result: Result<IstioCertificateResponse, Error>) -> (tonic::Code, String) {
+    match result {
+        Err(Error::Status { code, message, .. }) => (code, message),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// A request whose protobuf encoding is a little over `csr_bytes`.
+fn oversized(csr_bytes: usize) -> IstioCertificateRequest {
+    IstioCertificateRequest {
+        csr: "A".repeat(csr_bytes),
+        validity_duration: 60,
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_refused_and_the_server_keeps_serving() {
+    let (plane, server) = limited(|s| s).await;
+    assert_eq!(server.config().max_request_bytes, 64 * 1024);
+    let client = client(&plane, BearerToken::Static(TOKEN.into()));
+
+    let (code, message) = raw_status(client.create_certificate(oversized(100 * 1024)).await);
+    assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+    assert!(message.contains("65536-byte limit"), "{message}");
+    let m = server.metrics();
+    assert_eq!(m.refused_too_large, 1, "{m:?}");
+    assert_eq!(m.requests_in_progress, 0, "{m:?}");
+
+    // Just under the limit is decoded and reaches the CA, which finds no PEM in it.
+    let (code, message) = raw_status(client.create_certificate(oversized(60 * 1024)).await);
+    assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+    assert_eq!(server.metrics().refused_too_large, 1);
+
+    // Same client, same connection: a real request is still served.
+    let (request, _) = request_for(&web());
+    client.sign_checked(&request).await.unwrap();
+
+    // The limit is configurable.
+    let (plane, server) = limited(|s| s.with_max_request_bytes(512)).await;
+    let client =
+        IstioCaClient::new(client_config(&plane, BearerToken::Static(TOKEN.into()))).unwrap();
+    let (code, message) = raw_status(client.create_certificate(oversized(1024)).await);
+    assert_eq!(code, tonic::Code::ResourceExhausted, "{message}");
+    assert!(message.contains("512-byte limit"), "{message}");
+    assert_eq!(server.metrics().refused_too_large, 1);
+}
+
+/// Authentication comes first and reads only headers and the TLS connection, so an
+/// unauthenticated caller is told `Unauthenticated` whatever it sends, and its body is never
+/// decoded: had it been, tonic's decoder would have refused it for size first.
+#[tokio::test]
+async fn an_unauthenticated_oversized_request_is_refused_before_its_body_is_decoded() {
+    let (plane, server) = limited(|s| s).await;
+    for token in [
+        BearerToken::Static("not-the-token".into()),
+        BearerToken::None,
+    ] {
+        let stranger = client(&plane, token);
+        let (code, message) = raw_status(stranger.create_certificate(oversized(100 * 1024)).await);
+        assert_eq!(code, tonic::Code::Unauthenticated, "{message}");
+    }
+    let m = server.metrics();
+    assert_eq!(m.refused_unauthenticated, 2, "{m:?}");
+    assert_eq!(m.refused_too_large, 0, "no body was decoded: {m:?}");
+    assert_eq!(m.requests_admitted, 0, "{m:?}");
+}
+
+#[tokio::test]
+async fn the_rate_limit_refuses_one_caller_while_another_is_served() {
+    // 1 request/s, burst 3: the 4th request within a second is refused.
+    let (plane, server) = limited(|s| s.with_rate_per_caller(1, 3)).await;
+    let web_client = client(&plane, BearerToken::Static(TOKEN.into()));
+    let db_client = client(&plane, BearerToken::Static(DB_TOKEN.into()));
+    let requests: Vec<_> = (0..4).map(|_| request_for(&web()).0).collect();
+    let (db_request, _) = request_for(&db());
+
+    for request in &requests[..3] {
+        web_client.sign_checked(request).await.unwrap();
+    }
+    let refused = web_client.sign_checked(&requests[3]).await.unwrap_err();
+    let Error::Status { code, message, .. } = &refused else {
+        panic!("expected a status, got {refused:?}");
+    };
+    assert_eq!(*code, tonic::Code::ResourceExhausted, "{message}");
+    assert!(
+        message.contains("rate limit for spiffe://example.org/ns/prod/sa/web"),
+        "{message}"
+    );
+    // The identity manager backs off and retries rather than giving up.
+    assert!(refused.is_retryable());
+    assert!(matches!(
+        fipstun_planes::istio::ca_client_error(&refused),
+        CaClientError::Unavailable(_)
+    ));
+
+    // Another caller has its own bucket.
+    db_client.sign_checked(&db_request).await.unwrap();
+    let m = server.metrics();
+    assert_eq!(m.refused_rate_limited, 1, "{m:?}");
+    assert_eq!(m.requests_admitted, 4, "{m:?}");
+}
+
+/// A CA that holds every request until the test opens the gate, counting who is inside.
+struct Gated {
+    auth: EmbeddedIstioCa,
+    gate: tokio::sync::Semaphore,
+    inside: std::sync::atomic::AtomicUsize,
+}
+
+impl Gated {
+    fn new(issuer: &Arc<SvidIssuer>) -> Arc<Self> {
+        Arc::new(Self {
+            auth: web_token_auth(issuer),
+            gate: tokio::sync::Semaphore::new(0),
+            inside: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn inside(&self) -> usize {
+        self.inside.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    async fn wait_inside(&self, n: usize) {
+        tokio::time::timeout(WAIT, async {
+            while self.inside() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{} of {n} requests reached the service", self.inside()));
+    }
+
+    fn open(&self) {
+        self.gate
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+impl IstioCertificateService for Gated {
+    fn authenticate(&self, request: &tonic::Request<()>) -> Result<SpiffeId, tonic::Status> {
+        self.auth.authenticate(request)
+    }
+
+    fn create_certificate(
+        &self,
+        _request: tonic::Request<IstioCertificateRequest>,
+    ) -> BoxFuture<'_, Result<tonic::Response<IstioCertificateResponse>, tonic::Status>> {
+        self.inside
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            // Each pass is used up, so `add_permits(n)` lets exactly n requests through.
+            self.gate.acquire().await.unwrap().forget();
+            Ok(tonic::Response::new(IstioCertificateResponse::default()))
+        })
+    }
+}
+
+fn raw_request() -> IstioCertificateRequest {
+    IstioCertificateRequest {
+        csr: "not used by the gated CA".into(),
+        validity_duration: 60,
+    }
+}
+
+#[tokio::test]
+async fn the_concurrency_limit_refuses_when_saturated() {
+    let issuer = issuer();
+    let gated = Gated::new(&issuer);
+    let server = IstioCaServer::new(gated.clone()).with_max_concurrent_requests(2);
+    let plane = start_server(issuer, server.clone()).await;
+    let client = Arc::new(client(&plane, BearerToken::Static(TOKEN.into())));
+
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.create_certificate(raw_request()).await })
+        })
+        .collect();
+    gated.wait_inside(2).await;
+    assert_eq!(server.metrics().requests_in_progress, 2);
+
+    // Refused at once, not queued behind the two held requests.
+    let third = tokio::time::timeout(WAIT, client.create_certificate(raw_request()))
+        .await
+        .expect("a saturated server answers instead of queueing");
+    let (code, message) = raw_status(third);
+    assert_eq!(code, tonic::Code::Unavailable, "{message}");
+    assert!(message.contains("max_concurrent_requests"), "{message}");
+    assert_eq!(
+        gated.inside(),
+        2,
+        "the refused request never reached the service"
+    );
+    assert_eq!(server.metrics().refused_overloaded, 1);
+
+    gated.open();
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+    client.create_certificate(raw_request()).await.unwrap();
+    let m = server.metrics();
+    assert_eq!(
+        (m.requests_admitted, m.requests_in_progress),
+        (3, 0),
+        "{m:?}"
+    );
+}
+
+#[tokio::test]
+async fn streams_per_connection_are_limited() {
+    let issuer = issuer();
+    let gated = Gated::new(&issuer);
+    let server = IstioCaServer::new(gated.clone()).with_max_streams_per_conn(1);
+    let plane = start_server(issuer, server.clone()).await;
+    // One client is one HTTP/2 connection. One request completes first, so the client has our
+    // SETTINGS before it opens two streams at once (streams opened before them would be
+    // refused with REFUSED_STREAM instead of waiting).
+    let first = Arc::new(client(&plane, BearerToken::Static(TOKEN.into())));
+    gated.gate.add_permits(1);
+    first.create_certificate(raw_request()).await.unwrap();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let first = first.clone();
+            tokio::spawn(async move { first.create_certificate(raw_request()).await })
+        })
+        .collect();
+    gated.wait_inside(2).await;
+    // The second stream waits for the first one's slot (SETTINGS_MAX_CONCURRENT_STREAMS 1).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(gated.inside(), 2);
+    // Another connection has its own streams.
+    let second = client(&plane, BearerToken::Static(TOKEN.into()));
+    let other = tokio::spawn(async move { second.create_certificate(raw_request()).await });
+    gated.wait_inside(3).await;
+
+    gated.open();
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+    other.await.unwrap().unwrap();
+    assert_eq!(gated.inside(), 4);
+    assert_eq!(server.metrics().refused_overloaded, 0);
+}
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_cut_and_frees_its_slot() {
+    let issuer = issuer();
+    let gated = Gated::new(&issuer);
+    let server = IstioCaServer::new(gated.clone())
+        .with_max_concurrent_requests(1)
+        .with_request_timeout(Duration::from_millis(300));
+    let plane = start_server(issuer, server.clone()).await;
+    let client = client(&plane, BearerToken::Static(TOKEN.into()));
+    let (code, message) = raw_status(client.create_certificate(raw_request()).await);
+    assert_eq!(code, tonic::Code::DeadlineExceeded, "{message}");
+    assert!(message.contains("request_timeout"), "{message}");
+    let m = server.metrics();
+    assert_eq!((m.timed_out, m.requests_in_progress), (1, 0), "{m:?}");
+    // The only slot is free again.
+    gated.open();
+    client.create_certificate(raw_request()).await.unwrap();
 }
