@@ -74,7 +74,9 @@ impl Cidr {
     /// Whether `ip` (taken as [`canonical_ip`]) is inside this prefix.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, canonical_ip(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => u32::from(ip) & v4_mask(self.len) == u32::from(net),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                u32::from(ip) & v4_mask(self.len) == u32::from(net)
+            }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 u128::from(ip) & v6_mask(self.len) == u128::from(net)
             }

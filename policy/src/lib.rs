@@ -319,9 +319,7 @@ mod tests {
 
     #[test]
     fn wide_allow_does_not_open_protected_ranges() {
-        let p = Policy::new(vec![
-            Rule::allow(["*"], ["0.0.0.0/0", "::/0"]).unwrap(),
-        ]);
+        let p = Policy::new(vec![Rule::allow(["*"], ["0.0.0.0/0", "::/0"]).unwrap()]);
         let peer = id("spiffe://a.test/x");
         assert!(p.check(Some(&peer), addr("10.0.0.1:80")).is_allowed());
         assert!(p.check(Some(&peer), addr("[2001:db8::1]:80")).is_allowed());
@@ -352,10 +350,11 @@ mod tests {
     #[test]
     fn own_listeners_need_a_rule_naming_address_and_port() {
         let own = [addr("10.0.0.5:15008"), addr("0.0.0.0:15020")];
-        let base = |rules| {
-            Policy::new(rules).with_own_listeners(own, ["10.0.0.5".parse().unwrap()])
-        };
-        let wide = base(vec![Rule::allow(["*"], ["10.0.0.0/8", "127.0.0.0/8"]).unwrap()]);
+        let base =
+            |rules| Policy::new(rules).with_own_listeners(own, ["10.0.0.5".parse().unwrap()]);
+        let wide = base(vec![
+            Rule::allow(["*"], ["10.0.0.0/8", "127.0.0.0/8"]).unwrap(),
+        ]);
         assert_eq!(
             wide.check(None, addr("10.0.0.5:15008")),
             Verdict::Protected {
@@ -394,7 +393,9 @@ mod tests {
 
     #[test]
     fn peers_without_an_id_match_only_any_peer_rules() {
-        let p = Policy::new(vec![Rule::allow(["spiffe://a.test/*"], ["10.0.0.0/8"]).unwrap()]);
+        let p = Policy::new(vec![
+            Rule::allow(["spiffe://a.test/*"], ["10.0.0.0/8"]).unwrap(),
+        ]);
         assert_eq!(p.check(None, addr("10.0.0.1:1")), Verdict::NoRuleMatched);
         let any = Policy::new(vec![Rule::allow(["*"], ["10.0.0.0/8"]).unwrap()]);
         assert!(any.check(None, addr("10.0.0.1:1")).is_allowed());

@@ -330,10 +330,13 @@ impl Rule {
         target: SocketAddr,
         p: &(Option<Cidr>, Protected),
     ) -> bool {
-        self.to.iter().filter(|d| d.contains(target)).any(|d| match p {
-            (Some(range), _) => range.covers(&d.cidr),
-            (None, _) => d.cidr.is_host() && matches!(d.ports, Ports::List(_)),
-        })
+        self.to
+            .iter()
+            .filter(|d| d.contains(target))
+            .any(|d| match p {
+                (Some(range), _) => range.covers(&d.cidr),
+                (None, _) => d.cidr.is_host() && matches!(d.ports, Ports::List(_)),
+            })
     }
 }
 
@@ -351,7 +354,13 @@ mod tests {
         ] {
             assert_eq!(s.parse::<Principal>().unwrap().to_string(), s);
         }
-        for bad in ["", "spiffe://", "spiffe:///*", "http://a.test/x", "spiffe://A b/*"] {
+        for bad in [
+            "",
+            "spiffe://",
+            "spiffe:///*",
+            "http://a.test/x",
+            "spiffe://A b/*",
+        ] {
             assert!(bad.parse::<Principal>().is_err(), "{bad}");
         }
     }
@@ -424,10 +433,11 @@ mod tests {
         assert_eq!(f.policy[0].name.as_deref(), Some("web"));
         assert_eq!(f.policy[1].action, Action::Deny);
         assert!(f.policy[1].from.is_empty());
-        let err = toml::from_str::<File>("[[policy]]\naction = \"allow\"\nto = [\"10.0.0.0/8:x\"]\n")
-            .err()
-            .unwrap()
-            .to_string();
+        let err =
+            toml::from_str::<File>("[[policy]]\naction = \"allow\"\nto = [\"10.0.0.0/8:x\"]\n")
+                .err()
+                .unwrap()
+                .to_string();
         assert!(err.contains("10.0.0.0/8:x"), "{err}");
         assert!(toml::from_str::<File>("[[policy]]\naction = \"permit\"\n").is_err());
         assert!(toml::from_str::<File>("[[policy]]\naction = \"allow\"\nport = 1\n").is_err());

@@ -52,7 +52,13 @@ fn ip() -> impl Strategy<Value = IpAddr> {
 }
 
 fn port() -> impl Strategy<Value = u16> {
-    prop_oneof![Just(80u16), Just(443), Just(8080), Just(15008), 1u16..=65535]
+    prop_oneof![
+        Just(80u16),
+        Just(443),
+        Just(8080),
+        Just(15008),
+        1u16..=65535
+    ]
 }
 
 fn destination() -> impl Strategy<Value = Destination> {
@@ -63,7 +69,11 @@ fn destination() -> impl Strategy<Value = Destination> {
     let ports = prop_oneof![
         Just(Ports::Any),
         proptest::collection::vec((port(), 0u16..100), 1..3).prop_map(|v| {
-            Ports::List(v.into_iter().map(|(p, w)| p..=p.saturating_add(w)).collect())
+            Ports::List(
+                v.into_iter()
+                    .map(|(p, w)| p..=p.saturating_add(w))
+                    .collect(),
+            )
         }),
     ];
     (cidr, ports).prop_map(|(cidr, ports)| Destination { cidr, ports })
@@ -97,10 +107,17 @@ fn target() -> impl Strategy<Value = SocketAddr> {
 /// The protected ranges as the crate documents them.
 fn protected(ip: IpAddr) -> Option<Cidr> {
     let ip = fipstun_policy::canonical_ip(ip);
-    ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8", "::/128"]
-        .iter()
-        .map(|s| s.parse::<Cidr>().unwrap())
-        .find(|c| c.contains(ip))
+    [
+        "127.0.0.0/8",
+        "::1/128",
+        "169.254.0.0/16",
+        "fe80::/10",
+        "0.0.0.0/8",
+        "::/128",
+    ]
+    .iter()
+    .map(|s| s.parse::<Cidr>().unwrap())
+    .find(|c| c.contains(ip))
 }
 
 proptest! {
