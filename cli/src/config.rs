@@ -15,6 +15,7 @@ use fipstun_identity::spiffe::SpiffeId;
 use fipstun_identity::svid::{self, Svid, Usage};
 use fipstun_planes::workload::EndpointSocket;
 use fipstun_transport::FipsRequirement;
+use fipstun_transport::policy::{Action, Destination, Policy, Principal, Rule};
 use fipstun_wireguard::{IpPrefix, WgPeer, WgPrivateKey, WgPublicKey};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -110,9 +111,15 @@ pub(crate) struct NodeArgs {
     /// Where the SVID comes from.
     #[command(flatten)]
     pub(crate) identity: IdentityArgs,
-    /// `allow_targets` (repeatable): IP prefixes the node may dial; default any.
-    #[arg(long = "allow-target", value_name = "PREFIX")]
+    /// `allow_targets` (repeatable): shorthand for one `[[policy]]` allow rule from the
+    /// `--allow` IDs (or any peer) to these destinations (`CIDR[:PORTS]`). Without any rule
+    /// the node refuses every stream.
+    #[arg(long = "allow-target", value_name = "CIDR[:PORTS]")]
     pub(crate) allow_targets: Vec<String>,
+    /// `fips`: `required` (default: HBONE only, in the validated module) or `off` (needed to
+    /// start the WireGuard backend).
+    #[arg(long, value_name = "MODE")]
+    pub(crate) fips: Option<String>,
     /// `metrics`: serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics: Option<String>,
@@ -149,8 +156,9 @@ pub(crate) struct ProxyArgs {
     /// Where the SVID comes from.
     #[command(flatten)]
     pub(crate) identity: IdentityArgs,
-    /// `fips`: required or optional.
-    #[arg(long, value_name = "REQUIREMENT")]
+    /// `fips`: `required` (default: only `via = "hbone"`) or `off` (allows `wireguard` and
+    /// `plain` listeners).
+    #[arg(long, value_name = "MODE")]
     pub(crate) fips: Option<String>,
     /// `metrics`: serve Prometheus metrics (GET /metrics) on this address.
     #[arg(long, value_name = "ADDR")]
@@ -171,7 +179,10 @@ pub(crate) struct ProxyArgs {
 struct NodeFile {
     metrics: Option<String>,
     drain: Option<String>,
+    fips: Option<String>,
     allow_targets: Option<Vec<String>>,
+    #[serde(default)]
+    policy: Vec<Rule>,
     identity: Option<IdentityFile>,
     hbone: Option<HboneFile>,
     wireguard: Option<WireguardFile>,
@@ -238,6 +249,44 @@ struct ListenerFile {
 // ---------------------------------------------------------------------------------------------
 // Validated settings.
 
+/// `fips = "required" | "off"`: the default is required.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FipsMode {
+    /// Only the HBONE backend, with all crypto in the validated AWS-LC module.
+    Required,
+    /// Non-FIPS backends (WireGuard, plain TCP) may run too; said explicitly.
+    Off,
+}
+
+impl FipsMode {
+    fn parse(ctx: &Ctx, s: Option<&str>) -> Result<Self, ConfigError> {
+        match s {
+            None | Some("required") => Ok(Self::Required),
+            Some("off") => Ok(Self::Off),
+            Some(other) => Err(ctx.err(
+                "fips",
+                format!("`{other}`: expected \"required\" (the default) or \"off\""),
+            )),
+        }
+    }
+
+    /// `required` or `off`, as in the config and the ready line.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Required => "required",
+            Self::Off => "off",
+        }
+    }
+
+    /// The transport layer's requirement.
+    pub(crate) fn requirement(self) -> FipsRequirement {
+        match self {
+            Self::Required => FipsRequirement::Required,
+            Self::Off => FipsRequirement::NotRequired,
+        }
+    }
+}
+
 /// What `fipstun node` runs.
 #[derive(Debug)]
 pub(crate) struct NodeConfig {
@@ -245,8 +294,10 @@ pub(crate) struct NodeConfig {
     pub(crate) metrics: Option<SocketAddr>,
     /// Drain limit after SIGTERM/SIGINT.
     pub(crate) drain: Duration,
-    /// Prefixes the node may dial; empty = any.
-    pub(crate) allow_targets: Vec<IpPrefix>,
+    /// Whether only the FIPS backend may run.
+    pub(crate) fips: FipsMode,
+    /// Who may reach what: `[[policy]]` plus the `allow_targets` shorthand; no rule = deny all.
+    pub(crate) policy: Policy,
     /// The SVID files (needed by HBONE).
     pub(crate) identity: Option<Identity>,
     /// The HBONE server.
@@ -320,7 +371,7 @@ pub(crate) struct ProxyConfig {
     /// Drain limit after SIGTERM/SIGINT.
     pub(crate) drain: Duration,
     /// Whether only FIPS backends may be used.
-    pub(crate) fips: FipsRequirement,
+    pub(crate) fips: FipsMode,
     /// The SVID files (needed by HBONE listeners).
     pub(crate) identity: Option<Identity>,
     /// The WireGuard node shared by `via = "wireguard"` listeners.
@@ -656,6 +707,9 @@ impl NodeConfig {
         if !args.allow_targets.is_empty() {
             file.allow_targets = Some(args.allow_targets.clone());
         }
+        if args.fips.is_some() {
+            file.fips = args.fips.clone();
+        }
         if args.metrics.is_some() {
             file.metrics = args.metrics.clone();
         }
@@ -671,12 +725,25 @@ impl NodeConfig {
         }
         let metrics = ctx.opt_addr("metrics", file.metrics.as_deref())?;
         let drain = ctx.drain(file.drain.as_deref())?;
+        let fips = FipsMode::parse(&ctx, file.fips.as_deref())?;
+        if fips == FipsMode::Required && file.wireguard.is_some() {
+            return Err(ctx.err(
+                "wireguard",
+                "WireGuard is not FIPS-approved (X25519, ChaCha20-Poly1305, BLAKE2s) and fips \
+                 is \"required\" by default; set fips = \"off\" (or --fips off) to run it",
+            ));
+        }
         let allow_targets = file
             .allow_targets
+            .clone()
             .unwrap_or_default()
             .iter()
             .enumerate()
-            .map(|(i, s)| ctx.prefix(&format!("allow_targets[{i}]"), s))
+            .map(|(i, s)| {
+                s.trim()
+                    .parse::<Destination>()
+                    .map_err(|e| ctx.err(format!("allow_targets[{i}]"), e.to_string()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let hbone = file
             .hbone
@@ -712,10 +779,26 @@ impl NodeConfig {
             .as_ref()
             .map(|w| load_wireguard(&ctx, w))
             .transpose()?;
+        let mut rules = file.policy.clone();
+        if !allow_targets.is_empty() {
+            // The shorthand: one allow rule from the `hbone.allow` IDs (any peer without them)
+            // to the listed destinations.
+            let from = hbone
+                .as_ref()
+                .map(|h| h.allow.iter().cloned().map(Principal::Exact).collect())
+                .unwrap_or_default();
+            rules.push(Rule {
+                name: Some("allow_targets".into()),
+                action: Action::Allow,
+                from,
+                to: allow_targets,
+            });
+        }
         Ok(Self {
             metrics,
             drain,
-            allow_targets,
+            fips,
+            policy: Policy::new(rules),
             identity,
             hbone,
             wireguard,
@@ -774,16 +857,7 @@ impl ProxyConfig {
 
         let metrics = ctx.opt_addr("metrics", file.metrics.as_deref())?;
         let drain = ctx.drain(file.drain.as_deref())?;
-        let fips = match file.fips.as_deref() {
-            None | Some("optional") => FipsRequirement::NotRequired,
-            Some("required") => FipsRequirement::Required,
-            Some(other) => {
-                return Err(ctx.err(
-                    "fips",
-                    format!("`{other}`: expected \"required\" or \"optional\""),
-                ));
-            }
-        };
+        let fips = FipsMode::parse(&ctx, file.fips.as_deref())?;
         if file.listener.is_empty() {
             return Err(ctx.err(
                 "listener",
@@ -820,12 +894,12 @@ impl ProxyConfig {
                     ));
                 }
             };
-            if fips == FipsRequirement::Required && !matches!(via, Via::Hbone { .. }) {
+            if fips == FipsMode::Required && !matches!(via, Via::Hbone { .. }) {
                 return Err(ctx.err(
                     k("via"),
                     format!(
-                        "`{}` is not FIPS-approved but fips = \"required\"; use via = \"hbone\" \
-                         or set fips = \"optional\"",
+                        "`{}` is not FIPS-approved but fips = \"required\" (the default); use \
+                         via = \"hbone\" or set fips = \"off\" (or --fips off)",
                         via.label()
                     ),
                 ));
@@ -936,7 +1010,9 @@ mod tests {
         let e = node_err("[identity]\ndir = \"missing\"\n[hbone]\n");
         assert_eq!(e.key.as_deref(), Some("identity.dir"));
         assert!(e.message.contains("svid.pem"), "{e}");
-        let e = node_err("[wireguard]\nprivate_key = \"nope.key\"\naddress = \"10.9.0.1\"\n");
+        let e = node_err(
+            "fips = \"off\"\n[wireguard]\nprivate_key = \"nope.key\"\naddress = \"10.9.0.1\"\n",
+        );
         assert_eq!(e.key.as_deref(), Some("wireguard.private_key"));
         assert!(e.message.contains("nope.key"), "{e}");
     }
@@ -989,7 +1065,7 @@ mod tests {
         assert!(e.message.contains("unknown field `drain`"), "{e}");
 
         let (_d, p) = node_file(
-            "drain = \"3s\"\n[[listener]]\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\nvia = \"plain\"\n",
+            "drain = \"3s\"\nfips = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\nvia = \"plain\"\n",
         );
         let cfg = ProxyConfig::load(&ProxyArgs {
             config: Some(p),
@@ -1022,12 +1098,84 @@ mod tests {
             target: Some("127.0.0.1:9".into()),
             via: Some("plain".into()),
             drain: Some("500ms".into()),
+            fips: Some("off".into()),
             ..ProxyArgs::default()
         })
         .unwrap();
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.listeners[0].via, Via::Plain);
         assert_eq!(cfg.drain, Duration::from_millis(500));
-        assert_eq!(cfg.fips, FipsRequirement::NotRequired);
+        assert_eq!(cfg.fips, FipsMode::Off);
+    }
+
+    #[test]
+    fn fips_is_required_unless_the_config_says_off() {
+        let plain = ProxyArgs {
+            listen: Some("127.0.0.1:0".into()),
+            target: Some("127.0.0.1:9".into()),
+            via: Some("plain".into()),
+            ..ProxyArgs::default()
+        };
+        let e = ProxyConfig::load(&plain).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listener[0].via"), "{e}");
+        assert!(e.message.contains("fips = \"off\""), "{e}");
+        let e = node_err("[wireguard]\nprivate_key = \"k\"\naddress = \"10.0.0.1\"\n");
+        assert_eq!(e.key.as_deref(), Some("wireguard"), "{e}");
+        let e = node_err("fips = \"optional\"\n[hbone]\n");
+        assert_eq!(e.key.as_deref(), Some("fips"), "{e}");
+    }
+
+    #[test]
+    fn policy_tables_and_the_allow_targets_shorthand() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("node.toml");
+        let peer = WgPrivateKey::generate().public_key();
+        std::fs::write(
+            &p,
+            format!("allow_targets = [\"127.0.0.0/8:8080\"]\n\
+             [[policy]]\naction = \"deny\"\nto = [\"10.1.0.0/16\"]\n\
+             [[policy]]\naction = \"allow\"\nfrom = [\"spiffe://example.org/ns/prod/*\"]\nto = [\"10.0.0.0/8:443\"]\n\
+             [wireguard]\nprivate_key = \"wg.key\"\naddress = \"10.99.0.1\"\n\
+             [[wireguard.peer]]\npublic_key = \"{peer}\"\nallowed_ips = [\"10.99.0.2/32\"]\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("wg.key"),
+            WgPrivateKey::generate().to_base64(),
+        )
+        .unwrap();
+        let cfg = NodeConfig::load(&NodeArgs {
+            config: Some(p.clone()),
+            fips: Some("off".into()),
+            ..NodeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.fips, FipsMode::Off);
+        let rules = cfg.policy.rules();
+        assert_eq!(rules.len(), 3);
+        assert_eq!(rules[2].name.as_deref(), Some("allow_targets"));
+        let prod = SpiffeId::parse("spiffe://example.org/ns/prod/sa/web").unwrap();
+        let check = |t: &str| {
+            cfg.policy
+                .check(Some(&prod), t.parse().unwrap())
+                .is_allowed()
+        };
+        assert!(check("127.0.0.1:8080"));
+        assert!(!check("127.0.0.1:22"));
+        assert!(check("10.2.3.4:443"));
+        assert!(!check("10.1.2.3:443"), "deny wins");
+        std::fs::write(
+            &p,
+            "[[policy]]\naction = \"allow\"\nto = [\"10.0.0.0/8:x\"]\n[hbone]\n",
+        )
+        .unwrap();
+        let e = NodeConfig::load(&NodeArgs {
+            config: Some(p),
+            ..NodeArgs::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("10.0.0.0/8:x"), "{e}");
+        let e = node_err("allow_targets = [\"10.0.0.0/8:0\"]\n[hbone]\n");
+        assert_eq!(e.key.as_deref(), Some("allow_targets[0]"), "{e}");
     }
 }

@@ -26,8 +26,8 @@ mod key_file;
 mod metrics;
 mod node;
 mod proxy;
-mod relay;
 mod scorecard;
+mod signals;
 mod svid_reload;
 
 /// jemalloc instead of glibc malloc, as ztunnel ships: a tunnel frees and reallocates

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fipstun_hbone::{HboneClient, HboneServer, MetricsSnapshot};
+use fipstun_transport::ForwarderStats;
 use fipstun_wireguard::WgNode;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -22,38 +23,34 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-/// Counters of one backend (`hbone`, `wireguard`, `plain`), cloned out of the families once so
-/// the data path touches only atomics.
-#[derive(Clone, Debug)]
-pub(crate) struct BackendMetrics {
-    /// Connections accepted (proxy: local TCP; node: tunnelled streams arriving).
-    pub(crate) accepted: Counter,
-    /// Streams carried end to end.
-    pub(crate) streams: Counter,
-    /// Streams open now.
-    pub(crate) active: Gauge,
-    /// Payload bytes that came out of the tunnel.
-    pub(crate) bytes_in: Counter,
-    /// Payload bytes sent into the tunnel.
-    pub(crate) bytes_out: Counter,
-    backend: &'static str,
-    refused: Family<Labels, Counter>,
-}
-
-impl BackendMetrics {
-    /// Count one refused stream.
-    pub(crate) fn refused(&self, reason: &'static str) {
-        self.refused
-            .get_or_create(&vec![("backend", self.backend), ("reason", reason)])
-            .inc();
-    }
-}
-
 /// A library whose own counters are folded into the registry at scrape time.
 enum Source {
-    HboneServer(HboneServer, Arc<std::sync::atomic::AtomicU64>),
+    /// An HBONE server, and a count of the CONNECTs its forwarder refused (already counted by
+    /// that forwarder's source), so the rest of its rejections are reported as `rejected`.
+    HboneServer(HboneServer, StatsFn),
     HboneClient(HboneClient),
     Wireguard(WgNode),
+    Forwarder {
+        backend: &'static str,
+        stats: StatsFn,
+        fold: Fold,
+    },
+}
+
+/// Reads a forwarder's counters.
+pub(crate) type StatsFn = Box<dyn Fn() -> ForwarderStats + Send>;
+
+/// Which of a forwarder's counters a source reports (the rest come from another source, so
+/// nothing is counted twice).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fold {
+    /// Streams handed over count as accepted connections.
+    pub(crate) accepted: bool,
+    /// Established streams, open streams and payload bytes.
+    pub(crate) streams_and_bytes: bool,
+    /// Bytes read from the inbound side went into the tunnel (`out`): true on a proxy, whose
+    /// inbound side is the local client; false on a node, whose inbound side is the tunnel.
+    pub(crate) inbound_is_local: bool,
 }
 
 /// The process's metrics.
@@ -69,6 +66,8 @@ pub(crate) struct Metrics {
     wg_sessions: Counter,
     wg_datagrams: Family<Labels, Counter>,
     wg_dropped: Family<Labels, Counter>,
+    fips_mode: Family<Labels, Gauge>,
+    fips_module: Gauge,
     sources: Mutex<Scrape>,
 }
 
@@ -141,8 +140,22 @@ impl Metrics {
             "WireGuard packets dropped, by reason",
             wg_dropped.clone(),
         );
+        let fips_mode = Family::<Labels, Gauge>::default();
+        registry.register(
+            "fips_mode",
+            "The FIPS mode this process runs in (required: HBONE only, in the validated module; off: non-FIPS backends allowed)",
+            fips_mode.clone(),
+        );
+        let fips_module = Gauge::default();
+        registry.register(
+            "fips_module_active",
+            "1 when the AWS-LC module reports FIPS mode active",
+            fips_module.clone(),
+        );
         Self {
             registry,
+            fips_mode,
+            fips_module,
             accepted,
             streams,
             active,
@@ -157,37 +170,34 @@ impl Metrics {
         }
     }
 
-    /// The counters of `backend`.
-    pub(crate) fn backend(&self, backend: &'static str) -> BackendMetrics {
-        let b = vec![("backend", backend)];
-        let dir = |d: &'static str| vec![("backend", backend), ("direction", d)];
-        // One statement per family lookup: `get_or_create` returns a read guard, and a second
-        // lookup that must insert into the same family while the first guard is alive (one
-        // struct literal) deadlocks on the family's lock.
-        let bytes_in = self.bytes.get_or_create(&dir("in")).clone();
-        let bytes_out = self.bytes.get_or_create(&dir("out")).clone();
-        BackendMetrics {
-            accepted: self.accepted.get_or_create(&b).clone(),
-            streams: self.streams.get_or_create(&b).clone(),
-            active: self.active.get_or_create(&b).clone(),
-            bytes_in,
-            bytes_out,
-            backend,
-            refused: self.refused.clone(),
-        }
+    /// Report the FIPS mode the process runs in: `fipstun_fips_mode_info{mode}` = 1, and
+    /// `fipstun_fips_module_active` = 1 when the AWS-LC module is in FIPS mode.
+    pub(crate) fn set_fips(&self, mode: crate::config::FipsMode) {
+        self.fips_mode
+            .get_or_create(&vec![("mode", mode.label())])
+            .set(1);
+        self.fips_module
+            .set(i64::from(fipstun_identity::policy::fips_status().ok()));
     }
 
     /// Fold an HBONE server's counters in at scrape time. `target_refusals` counts the
     /// CONNECTs our own handler refused (already counted as `target_not_allowed`), so the rest
     /// of the server's rejections are reported as `rejected`.
-    pub(crate) fn watch_hbone_server(
-        &self,
-        server: HboneServer,
-        target_refusals: Arc<std::sync::atomic::AtomicU64>,
-    ) {
+    pub(crate) fn watch_hbone_server(&self, server: HboneServer, forwarder: StatsFn) {
         self.lock()
             .sources
-            .push(Source::HboneServer(server, target_refusals));
+            .push(Source::HboneServer(server, forwarder));
+    }
+
+    /// Fold a forwarder's counters in at scrape time: refusals by reason (`policy`,
+    /// `overloaded`, `shutting_down`, and failed dials by the dialer's error), and what `fold`
+    /// names.
+    pub(crate) fn watch_forwarder(&self, backend: &'static str, stats: StatsFn, fold: Fold) {
+        self.lock().sources.push(Source::Forwarder {
+            backend,
+            stats,
+            fold,
+        });
     }
 
     /// Fold an HBONE client's handshake failures in at scrape time.
@@ -242,7 +252,11 @@ impl Metrics {
                     self.active
                         .get_or_create(&b)
                         .set(i64::try_from(s.streams_active).unwrap_or(i64::MAX));
-                    let ours = ours.load(std::sync::atomic::Ordering::Relaxed);
+                    let f = ours();
+                    let ours = f.refused_policy
+                        + f.refused_unreachable
+                        + f.refused_overloaded
+                        + f.refused_shutting_down;
                     bump(
                         &self
                             .refused
@@ -274,6 +288,57 @@ impl Metrics {
                         s.bytes_out,
                     );
                     self.fold_handshakes(&s, &mut bump);
+                }
+                Source::Forwarder {
+                    backend,
+                    stats,
+                    fold,
+                } => {
+                    let f = stats();
+                    let b = vec![("backend", *backend)];
+                    let mut refused = |reason: &'static str, n: u64| {
+                        bump(
+                            &self
+                                .refused
+                                .get_or_create(&vec![("backend", *backend), ("reason", reason)]),
+                            "refused",
+                            reason,
+                            n,
+                        );
+                    };
+                    refused("policy", f.refused_policy);
+                    refused("overloaded", f.refused_overloaded);
+                    refused("shutting_down", f.refused_shutting_down);
+                    for (label, n) in &f.dial_failures {
+                        refused(label, *n);
+                    }
+                    if fold.accepted {
+                        bump(&self.accepted.get_or_create(&b), "accepted", "", f.accepted);
+                    }
+                    if fold.streams_and_bytes {
+                        bump(&self.streams.get_or_create(&b), "streams", "", f.forwarded);
+                        self.active
+                            .get_or_create(&b)
+                            .set(i64::try_from(f.active).unwrap_or(i64::MAX));
+                        let (into_tunnel, out_of_tunnel) = if fold.inbound_is_local {
+                            (f.bytes_from_peer, f.bytes_to_peer)
+                        } else {
+                            (f.bytes_to_peer, f.bytes_from_peer)
+                        };
+                        let dir = |d| vec![("backend", *backend), ("direction", d)];
+                        bump(
+                            &self.bytes.get_or_create(&dir("in")),
+                            "bytes",
+                            "in",
+                            out_of_tunnel,
+                        );
+                        bump(
+                            &self.bytes.get_or_create(&dir("out")),
+                            "bytes",
+                            "out",
+                            into_tunnel,
+                        );
+                    }
                 }
                 Source::HboneClient(client) => {
                     let s = client.metrics();
@@ -421,35 +486,54 @@ pub(crate) async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>
 mod tests {
     use super::*;
 
+    fn stats() -> ForwarderStats {
+        let mut s = ForwarderStats::default();
+        s.accepted = 3;
+        s.forwarded = 1;
+        s.bytes_from_peer = 42;
+        s.refused_policy = 1;
+        s.refused_unreachable = 1;
+        s.dial_failures = vec![("unreachable", 1)];
+        s
+    }
+
     #[test]
-    fn counters_render_as_openmetrics() {
+    fn forwarder_counters_render_as_openmetrics() {
         let m = Metrics::new();
-        let b = m.backend("plain");
-        b.accepted.inc();
-        b.bytes_out.inc_by(42);
-        b.refused("unreachable");
+        m.set_fips(crate::config::FipsMode::Off);
+        let fold = Fold {
+            accepted: true,
+            streams_and_bytes: true,
+            inbound_is_local: true,
+        };
+        m.watch_forwarder("plain", Box::new(stats), fold);
         let text = m.render();
-        assert!(
-            text.contains("fipstun_connections_accepted_total{backend=\"plain\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("fipstun_tunnel_bytes_total{backend=\"plain\",direction=\"out\"} 42"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "fipstun_streams_refused_total{backend=\"plain\",reason=\"unreachable\"} 1"
-            ),
-            "{text}"
-        );
+        for line in [
+            "fipstun_connections_accepted_total{backend=\"plain\"} 3",
+            "fipstun_streams_total{backend=\"plain\"} 1",
+            // A proxy's inbound side is the local client: what it sent went into the tunnel.
+            "fipstun_tunnel_bytes_total{backend=\"plain\",direction=\"out\"} 42",
+            "fipstun_streams_refused_total{backend=\"plain\",reason=\"policy\"} 1",
+            "fipstun_streams_refused_total{backend=\"plain\",reason=\"unreachable\"} 1",
+            "fipstun_fips_mode{mode=\"off\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        // Scraped twice, counters do not double.
+        let again = m.render();
+        assert!(again.contains("fipstun_connections_accepted_total{backend=\"plain\"} 3"));
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
     #[tokio::test]
     async fn http_endpoint_answers_get_metrics_only() {
         let m = Arc::new(Metrics::new());
-        m.backend("hbone").streams.inc();
+        let fold = Fold {
+            accepted: false,
+            streams_and_bytes: true,
+            inbound_is_local: false,
+        };
+        m.watch_forwarder("hbone", Box::new(stats), fold);
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let task = tokio::spawn(serve(l, m));

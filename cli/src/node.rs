@@ -1,101 +1,120 @@
 //! `fipstun node`: the inbound side. An HBONE server and/or a WireGuard node accept
-//! authenticated streams and forward the authorized ones to their targets over TCP.
+//! authenticated streams; the one forwarder of `fipstun-transport` judges each by the node's
+//! policy (deny by default), dials the allowed ones and copies bytes both ways.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use fipstun_hbone::{ConnectContext, Decision, HboneServer, ServerConfig};
+use fipstun_hbone::{AllowAll, HboneServer, ServerConfig};
 use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::tls::{Authorizer, server_config};
-use fipstun_transport::{Inbound, TunnelListener};
-use fipstun_wireguard::{IpPrefix, WgConfig, WgListener, WgNode};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use fipstun_transport::{Forwarder, ForwarderConfig, PlainTcp};
+use fipstun_wireguard::{WgConfig, WgNode};
+use tokio::net::TcpListener;
 
 use crate::config::NodeConfig;
-use crate::metrics::{BackendMetrics, Metrics};
-use crate::relay::{ActiveStreams, COPY_BUFFER_BYTES, Counted, termination};
+use crate::metrics::{Fold, Metrics};
+use crate::signals::termination;
 
-/// How long the node waits for a target's TCP connect.
-const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Which targets the node may dial (`allow_targets`; empty = any).
-#[derive(Debug, Clone)]
-struct TargetPolicy(Arc<Vec<IpPrefix>>);
-
-impl TargetPolicy {
-    fn allows(&self, target: SocketAddr) -> bool {
-        self.0.is_empty() || self.0.iter().any(|p| p.contains(target.ip()))
-    }
-}
+/// CONNECTs an HBONE server may hold for the forwarder at once; more get 503.
+const HBONE_QUEUE: usize = 1024;
 
 /// Run the node until SIGTERM/SIGINT, then drain.
 pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
-    let targets = TargetPolicy(Arc::new(cfg.allow_targets.clone()));
+    metrics.set_fips(cfg.fips);
     let stop_signal = termination().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut ready = Vec::new();
+    if cfg.policy.is_empty() {
+        tracing::warn!(
+            "no policy rules ([[policy]] or --allow-target): every stream will be refused; \
+             add an allow rule naming the targets this node may reach"
+        );
+    }
 
-    let hbone = match (&cfg.hbone, &cfg.identity) {
-        (Some(h), Some(identity)) => {
-            let policy = CryptoPolicy::default();
-            let live = crate::identity_source::start(identity, policy).await?;
+    // Bind every socket first: the policy must know the node's own listeners.
+    let hbone_listener = match &cfg.hbone {
+        Some(h) => Some(
+            TcpListener::bind(h.listen)
+                .await
+                .map_err(|e| format!("hbone: cannot listen on {}: {e}", h.listen))?,
+        ),
+        None => None,
+    };
+    let metrics_listener = crate::metrics::bind(cfg.metrics).await?;
+    let mut own = Vec::new();
+    for l in hbone_listener.iter().chain(metrics_listener.iter()) {
+        own.push(l.local_addr().map_err(|e| e.to_string())?);
+    }
+    let policy = Arc::new(
+        cfg.policy
+            .clone()
+            .with_own_listeners(own.clone(), local_ips(&own)),
+    );
+    let forwarder = |backend: &'static str| {
+        let fwd = Forwarder::new(PlainTcp, policy.clone(), ForwarderConfig::default());
+        let view = fwd.clone();
+        (
+            fwd,
+            Box::new(move || view.stats()) as crate::metrics::StatsFn,
+            backend,
+        )
+    };
+
+    let mut forwarders = Vec::new();
+    let hbone = match (&cfg.hbone, &cfg.identity, hbone_listener) {
+        (Some(h), Some(identity), Some(listener)) => {
+            let crypto = CryptoPolicy::default();
+            let live = crate::identity_source::start(identity, crypto).await?;
             let (slot, trust) = (live.slot.clone(), live.trust.clone());
             let clients = if h.allow.is_empty() {
                 Authorizer::trust_domains([live.id.trust_domain()])
             } else {
                 Authorizer::ids(h.allow.iter().cloned())
             };
-            let tls = server_config(&policy, trust, clients, slot)
+            let tls = server_config(&crypto, trust, clients, slot)
                 .map_err(|e| format!("hbone: TLS configuration refused: {e}"))?;
-            let refusals = Arc::new(AtomicU64::new(0));
-            let handler = {
-                let (targets, refusals) = (targets.clone(), refusals.clone());
-                let m = metrics.backend("hbone");
-                move |ctx: &ConnectContext<'_>| match ctx.target_addr() {
-                    Some(t) if targets.allows(t) => Decision::Allow,
-                    target => {
-                        refusals.fetch_add(1, Ordering::Relaxed);
-                        m.refused("target_not_allowed");
-                        tracing::warn!(
-                            peer = %ctx.peer_id,
-                            target = %ctx.request.target(),
-                            ?target,
-                            "target not in allow_targets: 403"
-                        );
-                        Decision::Forbidden
-                    }
-                }
-            };
-            let server = HboneServer::new(
+            let (server, incoming) = HboneServer::with_delivery(
                 tls,
                 ServerConfig::default().with_drain_timeout(cfg.drain),
-                handler,
+                AllowAll,
+                HBONE_QUEUE,
             )
             .map_err(|e| format!("hbone: {e}"))?;
-            let listener = TcpListener::bind(h.listen)
-                .await
-                .map_err(|e| format!("hbone: cannot listen on {}: {e}", h.listen))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             ready.push(format!("hbone={addr}"));
+            let (fwd, stats, backend) = forwarder("hbone");
+            // The server counts connections, streams and bytes; the forwarder its refusals.
+            let refusals = {
+                let view = fwd.clone();
+                Box::new(move || view.stats()) as crate::metrics::StatsFn
+            };
             metrics.watch_hbone_server(server.clone(), refusals);
+            metrics.watch_forwarder(
+                backend,
+                stats,
+                Fold {
+                    accepted: false,
+                    streams_and_bytes: false,
+                    inbound_is_local: false,
+                },
+            );
             let serving = server.clone();
             tokio::spawn(async move {
                 if let Err(e) = serving.serve(listener).await {
                     tracing::error!(error = %e, "hbone server stopped");
                 }
             });
+            let run = fwd.clone();
+            tokio::spawn(async move { run.run(incoming).await });
+            forwarders.push(fwd);
             tracing::info!(%addr, id = %live.id, "HBONE server listening");
             Some(server)
         }
-        (Some(_), None) => return Err("[hbone] needs [identity]".into()),
+        (Some(_), None, _) => return Err("[hbone] needs [identity]".into()),
         _ => None,
     };
 
-    let streams = Arc::new(ActiveStreams::default());
     let wireguard = match &cfg.wireguard {
         Some(w) => {
             let mut wg =
@@ -106,113 +125,79 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
                 .map_err(|e| format!("wireguard: cannot start on {}: {e}", w.listen))?;
             ready.push(format!("wireguard={}", node.local_addr()));
             metrics.watch_wireguard(node.clone());
+            let (fwd, stats, backend) = forwarder("wireguard");
+            metrics.watch_forwarder(
+                backend,
+                stats,
+                Fold {
+                    accepted: true,
+                    streams_and_bytes: true,
+                    inbound_is_local: false,
+                },
+            );
+            let (run, listener) = (fwd.clone(), node.listener());
+            tokio::spawn(async move { run.run(listener).await });
+            forwarders.push(fwd);
             tracing::info!(addr = %node.local_addr(), public_key = %node.public_key(), "WireGuard node listening");
-            tokio::spawn(forward_wireguard(
-                node.listener(),
-                targets.clone(),
-                metrics.backend("wireguard"),
-                streams.clone(),
-                stop_rx.clone(),
-            ));
             Some(node)
         }
         None => None,
     };
 
-    if let Some(l) = crate::metrics::bind(cfg.metrics).await? {
+    if let Some(l) = metrics_listener {
         ready.push(format!(
             "metrics={}",
             l.local_addr().map_err(|e| e.to_string())?
         ));
         tokio::spawn(crate::metrics::serve(l, metrics.clone()));
     }
+    ready.push(format!("fips={}", cfg.fips.label()));
     eprintln!("fipstun node: ready {}", ready.join(" "));
 
     let signal = stop_signal.await;
     tracing::info!(signal, drain = ?cfg.drain, "stopping: no new streams, draining open ones");
-    let _ = stop_tx.send(true);
+    for f in &forwarders {
+        f.shutdown();
+    }
     let hbone_drain = async {
         if let Some(server) = &hbone {
             server.shutdown().await;
         }
     };
-    let (_, wg_drained) = tokio::join!(hbone_drain, streams.drained(cfg.drain));
-    if !wg_drained {
-        tracing::warn!(
-            open = streams.count(),
-            "drain time over; closing WireGuard streams still open"
-        );
-    }
+    let streams_drain = async {
+        for f in &forwarders {
+            if !f.drained(cfg.drain).await {
+                tracing::warn!(
+                    open = f.stats().active,
+                    "drain time over; closing streams still open"
+                );
+            }
+        }
+    };
+    tokio::join!(hbone_drain, streams_drain);
     drop(wireguard);
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Accept tunnelled WireGuard streams, refuse targets outside the policy (the stream is
-/// dropped), and relay the rest to their targets until `stop`.
-async fn forward_wireguard(
-    listener: WgListener,
-    targets: TargetPolicy,
-    m: BackendMetrics,
-    streams: Arc<ActiveStreams>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let inbound = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => return,
-        };
-        let Inbound {
-            stream,
-            peer,
-            target,
-        } = match inbound {
-            Ok(i) => i,
-            Err(e) => {
-                tracing::error!(error = %e, "WireGuard listener failed");
-                return;
-            }
-        };
-        m.accepted.inc();
-        if !targets.allows(target.addr) {
-            m.refused("target_not_allowed");
-            tracing::warn!(%peer, %target, "target not in allow_targets: stream dropped");
-            continue;
+/// The host's addresses, when a listener is bound to an unspecified address (`0.0.0.0`):
+/// a CONNECT to any of them on that port would come back into the node.
+fn local_ips(listeners: &[SocketAddr]) -> Vec<IpAddr> {
+    if !listeners.iter().any(|a| a.ip().is_unspecified()) {
+        return Vec::new();
+    }
+    match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs
+            .filter_map(|i| i.address)
+            .filter_map(|a| {
+                a.as_sockaddr_in()
+                    .map(|v4| IpAddr::V4(v4.ip()))
+                    .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the host's addresses; only loopback is known as this node");
+            Vec::new()
         }
-        let guard = streams.start(&m.active);
-        let m = m.clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            let upstream =
-                tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(target.addr))
-                    .await;
-            let mut upstream = match upstream {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    m.refused("unreachable");
-                    tracing::info!(%peer, %target, error = %e, "target unreachable: stream dropped");
-                    return;
-                }
-                Err(_) => {
-                    m.refused("unreachable");
-                    tracing::info!(%peer, %target, "target connect timed out: stream dropped");
-                    return;
-                }
-            };
-            let _ = upstream.set_nodelay(true);
-            m.streams.inc();
-            tracing::debug!(%peer, %target, "stream forwarded");
-            let mut tunnel = Counted::new(stream, m.bytes_in.clone(), m.bytes_out.clone());
-            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-                &mut tunnel,
-                &mut upstream,
-                COPY_BUFFER_BYTES,
-                COPY_BUFFER_BYTES,
-            )
-            .await
-            {
-                tracing::debug!(%peer, %target, error = %e, "stream ended with an error");
-            }
-        });
     }
 }

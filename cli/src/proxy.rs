@@ -1,25 +1,26 @@
 //! `fipstun proxy`: the outbound side. Each listener accepts local plaintext TCP connections
-//! and carries each one through its backend (HBONE, WireGuard or plain TCP) to a fixed target.
+//! and carries each one through its backend (HBONE, WireGuard or plain TCP) to a fixed target,
+//! on the one forwarder of `fipstun-transport` with the backend as its dialer.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use fipstun_hbone::{ClientConfig, HboneClient, HboneRoute, HboneTransport, TlsIdentity};
 use fipstun_identity::policy::CryptoPolicy;
-use fipstun_transport::{PlainTcp, Target, Transport, TransportError};
+use fipstun_transport::policy::{Policy, Rule};
+use fipstun_transport::{Forwarder, ForwarderConfig, PlainTcp, Target, TcpAcceptor, Transport};
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config::{ProxyConfig, Via};
-use crate::metrics::{BackendMetrics, Metrics};
-use crate::relay::{ActiveStreams, COPY_BUFFER_BYTES, Counted, termination};
+use crate::metrics::{Fold, Metrics};
+use crate::signals::termination;
 
 /// Run the proxy until SIGTERM/SIGINT, then drain.
 pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
+    metrics.set_fips(cfg.fips);
     let stop_signal = termination().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let streams = Arc::new(ActiveStreams::default());
     let policy = CryptoPolicy::default();
 
     // One HBONE client (one pool) for every HBONE listener.
@@ -47,18 +48,19 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         Some(w) => {
             let mut c = WgConfig::new(w.private_key.clone(), w.listen, w.address);
             c.peers = w.peers.clone();
-            c.fips = cfg.fips;
+            c.fips = cfg.fips.requirement();
             let node = WgNode::bind(c)
                 .await
                 .map_err(|e| format!("wireguard: cannot start on {}: {e}", w.listen))?;
             metrics.watch_wireguard(node.clone());
             tracing::info!(addr = %node.local_addr(), public_key = %node.public_key(), "WireGuard node up");
-            Some(Arc::new(node))
+            Some(node)
         }
         None => None,
     };
 
     let mut ready = Vec::new();
+    let mut forwarders: Vec<Box<dyn Drain>> = Vec::new();
     for l in &cfg.listeners {
         let listener = TcpListener::bind(l.listen)
             .await
@@ -66,32 +68,25 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         ready.push(format!("listener={addr}"));
         let target = Target::new(l.target);
-        let m = metrics.backend(l.via.label());
-        let (streams, stop) = (streams.clone(), stop_rx.clone());
         tracing::info!(%addr, %target, via = l.via.label(), "listening");
+        let acceptor = TcpAcceptor::new(listener, target);
+        let backend = l.via.label();
         match &l.via {
             Via::Hbone { node, node_id } => {
                 let client = hbone_client
                     .clone()
                     .ok_or("via = \"hbone\" needs [identity]")?;
-                let t = HboneTransport::new(client, policy, cfg.fips)
+                let t = HboneTransport::new(client, policy, cfg.fips.requirement())
                     .map_err(|e| format!("listener {addr}: {e}"))?
                     .with_default_route(HboneRoute::new(*node, node_id.clone()));
-                tokio::spawn(accept(listener, Arc::new(t), target, m, streams, stop));
+                forwarders.push(serve(&metrics, backend, t, l.target, acceptor)?);
             }
             Via::Wireguard => {
                 let t = wg.clone().ok_or("via = \"wireguard\" needs [wireguard]")?;
-                tokio::spawn(accept(listener, t, target, m, streams, stop));
+                forwarders.push(serve(&metrics, backend, t, l.target, acceptor)?);
             }
             Via::Plain => {
-                tokio::spawn(accept(
-                    listener,
-                    Arc::new(PlainTcp),
-                    target,
-                    m,
-                    streams,
-                    stop,
-                ));
+                forwarders.push(serve(&metrics, backend, PlainTcp, l.target, acceptor)?);
             }
         }
     }
@@ -102,84 +97,72 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         ));
         tokio::spawn(crate::metrics::serve(l, metrics.clone()));
     }
+    ready.push(format!("fips={}", cfg.fips.label()));
     eprintln!("fipstun proxy: ready {}", ready.join(" "));
 
     let signal = stop_signal.await;
     tracing::info!(signal, drain = ?cfg.drain, "stopping: no new connections, draining open ones");
-    let _ = stop_tx.send(true);
-    if !streams.drained(cfg.drain).await {
-        tracing::warn!(
-            open = streams.count(),
-            "drain time over; closing streams still open"
-        );
+    for f in &forwarders {
+        f.stop();
+    }
+    for f in &forwarders {
+        if !f.drained(cfg.drain).await {
+            tracing::warn!("drain time over; closing streams still open");
+        }
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Accept local connections until `stop`; carry each through `transport` to `target`.
-async fn accept<T: Transport>(
-    listener: TcpListener,
-    transport: Arc<T>,
-    target: Target,
-    m: BackendMetrics,
-    streams: Arc<ActiveStreams>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => return,
-        };
-        let (tcp, client) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        m.accepted.inc();
-        let _ = tcp.set_nodelay(true);
-        let guard = streams.start(&m.active);
-        let (transport, target, m) = (transport.clone(), target.clone(), m.clone());
-        tokio::spawn(async move {
-            let _guard = guard;
-            let mut tunnel = match transport.connect(&target).await {
-                Ok(s) => s,
-                Err(e) => {
-                    m.refused(refusal_reason(&e));
-                    tracing::warn!(%client, %target, error = %e, "cannot open the tunnel stream; closing");
-                    return;
-                }
-            };
-            m.streams.inc();
-            tracing::debug!(%client, %target, "stream open");
-            // Reads from the local client go into the tunnel; writes to it came out.
-            let mut local = Counted::new(tcp, m.bytes_out.clone(), m.bytes_in.clone());
-            if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
-                &mut local,
-                &mut tunnel,
-                COPY_BUFFER_BYTES,
-                COPY_BUFFER_BYTES,
-            )
-            .await
-            {
-                tracing::debug!(%client, %target, error = %e, "stream ended with an error");
-            }
-        });
+/// A forwarder of any dialer, as the drain sees it.
+trait Drain: Send + Sync {
+    fn stop(&self);
+    fn drained(
+        &self,
+        limit: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>>;
+}
+
+impl<D: Transport> Drain for Forwarder<D> {
+    fn stop(&self) {
+        self.shutdown();
+    }
+    fn drained(
+        &self,
+        limit: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + '_>> {
+        Box::pin(Forwarder::drained(self, limit))
     }
 }
 
-/// The `reason` label of a failed tunnel connect.
-fn refusal_reason(e: &TransportError) -> &'static str {
-    match e {
-        TransportError::Refused { .. } => "refused",
-        TransportError::Unreachable { .. } => "unreachable",
-        TransportError::NoRoute(_) => "no_route",
-        TransportError::FipsRequired { .. } => "fips_required",
-        TransportError::Closed => "closed",
-        _ => "tunnel",
-    }
+/// Run the one forwarder on a local listener: every connection goes through `dialer` to the
+/// listener's fixed `target`, the only destination its policy allows.
+fn serve<D: Transport>(
+    metrics: &Metrics,
+    backend: &'static str,
+    dialer: D,
+    target: SocketAddr,
+    acceptor: TcpAcceptor,
+) -> Result<Box<dyn Drain>, String> {
+    let to = match target {
+        SocketAddr::V4(a) => format!("{}/32:{}", a.ip(), a.port()),
+        SocketAddr::V6(a) => format!("[{}/128]:{}", a.ip(), a.port()),
+    };
+    let only_target = Policy::new(vec![
+        Rule::allow(["*"], [to]).map_err(|e| format!("listener target {target}: {e}"))?,
+    ]);
+    let fwd = Forwarder::new(dialer, only_target, ForwarderConfig::default());
+    let view = fwd.clone();
+    metrics.watch_forwarder(
+        backend,
+        Box::new(move || view.stats()),
+        Fold {
+            accepted: true,
+            streams_and_bytes: true,
+            inbound_is_local: true,
+        },
+    );
+    let run = fwd.clone();
+    tokio::spawn(async move { run.run(acceptor).await });
+    Ok(Box::new(fwd))
 }

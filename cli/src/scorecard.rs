@@ -354,8 +354,12 @@ impl Setup<'_> {
     /// sinks. The same process hops as the tunnels, so its row shows what the two user-space
     /// hops cost before any mTLS, HTTP/2 or WireGuard is added.
     fn relay(&self) -> Result<Path2, String> {
-        let far = self.listeners("plain", "");
-        let near = listeners_to(&["@ECHO@".into(), "@DISCARD@".into()], "plain", "");
+        // Plain listeners carry plaintext: not FIPS, so each relay says fips = "off".
+        let far = format!("fips = \"off\"\n{}", self.listeners("plain", ""));
+        let near = format!(
+            "fips = \"off\"\n{}",
+            listeners_to(&["@ECHO@".into(), "@DISCARD@".into()], "plain", "")
+        );
         self.tunnel(
             "relay",
             ("proxy", "relay", far),
@@ -463,12 +467,12 @@ impl Setup<'_> {
         write_secret(&dir.join("node.key"), &node_key.to_base64())?;
         write_secret(&dir.join("proxy.key"), &proxy_key.to_base64())?;
         let node = format!(
-            "allow_targets = [\"127.0.0.1/32\"]\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.1\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nallowed_ips = [\"10.99.0.2/32\"]\n",
+            "fips = \"off\"\nallow_targets = [\"127.0.0.1/32\"]\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.1\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nallowed_ips = [\"10.99.0.2/32\"]\n",
             q(&dir.join("node.key").display().to_string()),
             proxy_key.public_key()
         );
         let proxy = format!(
-            "fips = \"optional\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\n{}",
+            "fips = \"off\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\n{}",
             q(&dir.join("proxy.key").display().to_string()),
             node_key.public_key(),
             self.listeners("wireguard", "")

@@ -40,7 +40,7 @@ fn node_config_errors_name_file_and_key() {
     );
     assert!(
         err.contains(&format!(
-            "{file}: `allow_targets[0]`: `127.0.0.0/33` is not an IP prefix"
+            "{file}: `allow_targets[0]`: `127.0.0.0/33` is not a destination: an IPv4 prefix is at most 32 bits"
         )),
         "{err}"
     );
@@ -63,7 +63,7 @@ fn node_config_errors_name_file_and_key() {
     );
     let (err, file) = fails(
         "node",
-        "[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = \"/nonexistent/wg.key\"\naddress = \"10.99.0.1\"\n",
+        "fips = \"off\"\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = \"/nonexistent/wg.key\"\naddress = \"10.99.0.1\"\n",
     );
     assert!(
         err.contains(&format!(
@@ -167,6 +167,20 @@ fn flags_alone_need_no_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("command line: `listener[0].via`: missing (or --via)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_node_runs_wireguard_only_when_fips_is_off() {
+    let (err, file) = fails(
+        "node",
+        "[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = \"wg.key\"\naddress = \"10.99.0.1\"\n",
+    );
+    assert!(
+        err.contains(&format!(
+            "{file}: `wireguard`: WireGuard is not FIPS-approved (X25519, ChaCha20-Poly1305, BLAKE2s) and fips is \"required\" by default; set fips = \"off\""
+        )),
         "{err}"
     );
 }

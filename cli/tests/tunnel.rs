@@ -89,7 +89,8 @@ node_id = "{node_id}"
         let d = pattern(n);
         expect_reversed(&d, &exchange(listeners[0], &d).unwrap());
     }
-    // A target outside allow_targets: the node answers 403, the proxy closes without data.
+    // A target no rule allows (127.0.0.2 is loopback, and only 127.0.0.1/32 is named): the
+    // node answers 403 before any dial, the proxy closes without data.
     let refused = exchange(listeners[1], b"hello").unwrap_or_default();
     assert!(refused.is_empty(), "nothing from a refused target");
 
@@ -111,12 +112,12 @@ node_id = "{node_id}"
     assert_eq!(
         sample(
             &node_metrics,
-            "fipstun_streams_refused_total{backend=\"hbone\",reason=\"target_not_allowed\"}"
+            "fipstun_streams_refused_total{backend=\"hbone\",reason=\"policy\"}"
         ),
         1.0
     );
     assert!(
-        node.stderr().contains("target not in allow_targets"),
+        node.stderr().contains("stream refused by policy"),
         "the refusal is logged:\n{}",
         node.stderr()
     );
@@ -237,6 +238,7 @@ fn wireguard_node_and_proxy_carry_bytes_and_enforce_targets() {
         &format!(
             r#"
 metrics = "127.0.0.1:0"
+fips = "off"
 allow_targets = ["127.0.0.1/32"]
 [wireguard]
 listen = "127.0.0.1:0"
@@ -257,7 +259,7 @@ spiffe_id = "spiffe://example.org/ns/default/sa/proxy"
         &format!(
             r#"
 metrics = "127.0.0.1:0"
-fips = "optional"
+fips = "off"
 [wireguard]
 listen = "127.0.0.1:0"
 private_key = "proxy.key"
@@ -301,7 +303,7 @@ via = "wireguard"
     assert_eq!(
         sample(
             &m,
-            "fipstun_streams_refused_total{backend=\"wireguard\",reason=\"target_not_allowed\"}"
+            "fipstun_streams_refused_total{backend=\"wireguard\",reason=\"policy\"}"
         ),
         1.0
     );
@@ -313,7 +315,7 @@ via = "wireguard"
         ) >= (1 << 20) as f64
     );
     assert!(
-        node.stderr().contains("stream dropped"),
+        node.stderr().contains("stream refused by policy"),
         "{}",
         node.stderr()
     );
@@ -339,6 +341,8 @@ fn sigterm_drains_an_active_stream_then_exits_zero() {
         "127.0.0.1:0",
         "--identity-dir",
         s(&pki.node),
+        "--allow-target",
+        "127.0.0.0/8",
         "--drain",
         "20s",
     ]);
@@ -383,6 +387,8 @@ fn a_node_picks_up_reissued_svid_files_without_restart() {
         "127.0.0.1:0",
         "--identity-dir",
         s(&pki.node),
+        "--allow-target",
+        "127.0.0.0/8",
     ]);
     // A new root for the same trust domain: a proxy holding only the new bundle can talk to
     // the node only if the node now presents an SVID from the new root.
@@ -416,6 +422,8 @@ fn plain_proxy_from_flags_carries_bytes_and_refuses_under_fips_required() {
         &target,
         "--via",
         "plain",
+        "--fips",
+        "off",
     ]);
     let d = pattern(200_000);
     expect_reversed(&d, &exchange(proxy.addr("listener"), &d).unwrap());
