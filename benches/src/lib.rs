@@ -32,7 +32,7 @@ use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
 use fipstun_identity::tls::{Authorizer, SvidSlot, server_config};
 use fipstun_transport::policy::{Policy, Rule};
 use fipstun_transport::{
-    FipsRequirement, Forwarder, ForwarderConfig, PlainTcp, TcpAcceptor, Target, Transport,
+    FipsRequirement, Forwarder, ForwarderConfig, PlainTcp, Target, TcpAcceptor, Transport,
 };
 use fipstun_wireguard::{WgConfig, WgNode, WgPeer, WgPrivateKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -62,7 +62,7 @@ impl Cidr {
     }
 
     /// The prefix length in bits.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 

@@ -190,6 +190,12 @@ impl Authorize for Policy {
     }
 }
 
+impl<T: Authorize + ?Sized> Authorize for Arc<T> {
+    fn authorize(&self, peer: &PeerIdentity, target: &Target) -> Verdict {
+        (**self).authorize(peer, target)
+    }
+}
+
 /// For acceptors that authorize every stream themselves before handing it over (an HBONE
 /// server's [`Handler`](https://docs.rs/fipstun-hbone) in forwarding mode): the forwarder
 /// allows what it is given. Say it explicitly; there is no default.
@@ -268,7 +274,7 @@ impl ForwarderConfig {
 }
 
 /// Counters since the forwarder was created (relaxed atomics, read at any time).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ForwarderStats {
     /// Streams the acceptor handed over.
@@ -293,7 +299,21 @@ pub struct ForwarderStats {
     pub bytes_from_peer: u64,
     /// Bytes written to the inbound side (target -> peer).
     pub bytes_to_peer: u64,
+    /// Failed dials by the dialer's error ([`TransportError::label`]); each is also one of
+    /// `refused_unreachable`. Labels with a zero count are left out.
+    pub dial_failures: Vec<(&'static str, u64)>,
 }
+
+/// The labels [`TransportError::label`] gives, in a fixed order for the counters.
+const DIAL_FAILURE_LABELS: [&str; 7] = [
+    "fips_required",
+    "no_route",
+    "refused",
+    "unreachable",
+    "tunnel",
+    "closed",
+    "io",
+];
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -304,6 +324,7 @@ struct Counters {
     accept_errors: AtomicU64,
     bytes_from_peer: AtomicU64,
     bytes_to_peer: AtomicU64,
+    dial_failures: [AtomicU64; 7],
 }
 
 fn refusal_index(r: Refusal) -> usize {
@@ -503,7 +524,12 @@ impl<D: Transport> Forwarder<D> {
         let dial = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.connect(&target));
         let mut upstream = match dial.await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.refuse(pending, Refusal::Unreachable, &e),
+            Ok(Err(e)) => {
+                if let Some(i) = DIAL_FAILURE_LABELS.iter().position(|l| *l == e.label()) {
+                    inner.counters.dial_failures[i].fetch_add(1, Ordering::Relaxed);
+                }
+                return self.refuse(pending, Refusal::Unreachable, &e);
+            }
             Err(_) => {
                 let why = format!("dial timed out after {:?}", inner.config.dial_timeout);
                 return self.refuse(pending, Refusal::Unreachable, &why);
@@ -584,6 +610,12 @@ impl<D: Transport> Forwarder<D> {
             accept_errors: get(&c.accept_errors),
             bytes_from_peer: get(&c.bytes_from_peer),
             bytes_to_peer: get(&c.bytes_to_peer),
+            dial_failures: DIAL_FAILURE_LABELS
+                .iter()
+                .zip(&c.dial_failures)
+                .map(|(l, n)| (*l, get(n)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
         }
     }
 }

@@ -198,6 +198,22 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
 }
 
+impl TransportError {
+    /// A short label for metrics: `fips_required`, `no_route`, `refused`, `unreachable`,
+    /// `tunnel`, `closed` or `io`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::FipsRequired { .. } => "fips_required",
+            Self::NoRoute(_) => "no_route",
+            Self::Refused { .. } => "refused",
+            Self::Unreachable { .. } => "unreachable",
+            Self::Tunnel(_) => "tunnel",
+            Self::Closed => "closed",
+            Self::Io(_) => "io",
+        }
+    }
+}
+
 /// The outbound side of a tunnel backend.
 pub trait Transport: Send + Sync + 'static {
     /// The tunnelled byte stream. `shutdown()` half-closes it.
