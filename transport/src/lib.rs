@@ -27,8 +27,11 @@
 //! assert!(FipsRequirement::NotRequired.check(&wg).is_ok());
 //! ```
 //!
-//! The shared conformance suite in [`conformance`] is written once against these traits; every
-//! backend's tests run it.
+//! The inbound side of every path — a node behind either backend, a proxy's local listeners,
+//! a relay — runs the one [`Forwarder`]: accept -> authorize ([`policy`], deny by default) ->
+//! dial -> copy, with dial and idle timeouts, limits per listener and per peer, and accept
+//! errors that never end the loop. The shared conformance suite in [`conformance`] is written
+//! once against these traits; every backend's tests run it with the forwarder on the far side.
 #![forbid(unsafe_code)]
 
 use std::fmt;
