@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use common::*;
 use fipstun_hbone::{
-    AllowAll, ClientConfig, HboneListener, HboneRoute, HboneServer, HboneTransport, ServerConfig,
+    AllowAll, ClientConfig, HboneListener, HboneRoute, HboneTransport, ServerConfig,
 };
 use fipstun_identity::policy::CryptoPolicy;
-use fipstun_identity::tls::Authorizer;
 use fipstun_transport::conformance::{self, Upstreams};
 use fipstun_transport::{FipsRequirement, Forwarder, ForwarderConfig, PlainTcp, Transport};
 
@@ -51,19 +50,7 @@ async fn forwarding_server_passes_the_suite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_queue_with_the_one_forwarder_passes_the_suite_and_the_policy() {
     let pki = Pki::new();
-    let id = pki.identity(&server_id());
-    let tls = fipstun_identity::tls::server_config(
-        &id.policy,
-        id.trust.clone(),
-        Authorizer::trust_domains([pki.td.clone()]),
-        id.svid.clone(),
-    )
-    .unwrap();
-    let (server, incoming) =
-        HboneServer::with_delivery(tls, ServerConfig::default(), AllowAll, 256).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { server.serve(listener).await });
+    let (_server, addr, incoming) = delivery_server(&pki, AllowAll, 256).await;
     let u = Upstreams::start().await.unwrap();
     let fwd = Forwarder::new(PlainTcp, u.policy(), ForwarderConfig::default());
     let f = fwd.clone();
@@ -93,19 +80,7 @@ async fn delivery_queue_with_the_one_forwarder_passes_the_suite_and_the_policy()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_listener_hands_out_established_streams() {
     let pki = Pki::new();
-    let id = pki.identity(&server_id());
-    let tls = fipstun_identity::tls::server_config(
-        &id.policy,
-        id.trust.clone(),
-        Authorizer::trust_domains([pki.td.clone()]),
-        id.svid.clone(),
-    )
-    .unwrap();
-    let (server, incoming) =
-        HboneServer::with_delivery(tls, ServerConfig::default(), AllowAll, 256).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { server.serve(listener).await });
+    let (_server, addr, incoming) = delivery_server(&pki, AllowAll, 256).await;
     let inbound = Arc::new(HboneListener::new(incoming, &CryptoPolicy::default()));
     assert!(fipstun_transport::TunnelListener::security(&*inbound).fips);
     let u = Upstreams::start().await.unwrap();

@@ -6,36 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fipstun_hbone::{
-    AllowAll, ClientConfig, ConnectContext, Decision, HboneServer, Incoming, Rejection,
-    ServerConfig,
-};
-use fipstun_identity::tls::Authorizer;
+use fipstun_hbone::{AllowAll, ClientConfig, ConnectContext, Decision, Rejection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn delivery_server(
-    pki: &Pki,
-    handler: impl fipstun_hbone::Handler,
-    queue: usize,
-) -> (HboneServer, std::net::SocketAddr, Incoming) {
-    let id = pki.identity(&server_id());
-    let tls = fipstun_identity::tls::server_config(
-        &id.policy,
-        id.trust.clone(),
-        Authorizer::trust_domains([pki.td.clone()]),
-        id.svid.clone(),
-    )
-    .unwrap();
-    let (server, incoming) =
-        HboneServer::with_delivery(tls, ServerConfig::default(), handler, queue).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn({
-        let server = server.clone();
-        async move { server.serve(listener).await.unwrap() }
-    });
-    (server, addr, incoming)
-}
 
 #[tokio::test]
 async fn accepted_connect_becomes_an_application_stream() {

@@ -312,46 +312,39 @@ pub async fn peer_close<T: Transport>(t: &T, u: &Upstreams) -> Result<(), String
 /// Unknown target: a loopback port nobody listens on. The connect fails, or the stream ends
 /// without a single byte; it must not hang or pretend to work.
 pub async fn unknown_target<T: Transport>(t: &T, u: &Upstreams) -> Result<(), String> {
-    let attempt = async {
-        match t.connect(&Target::new(u.unreachable)).await {
-            Err(_) => Ok(()),
-            Ok(mut s) => {
-                let _ = s.write_all(b"anyone?").await;
-                let mut buf = [0u8; 16];
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => Ok(()),
-                    Ok(n) => Err(format!("read {n} bytes from a target that does not exist")),
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), attempt)
+    nothing_comes_back(t, u.unreachable)
         .await
-        .map_err(|_| "connecting to an unreachable target hung".to_string())?
+        .map_err(|e| format!("a target that does not exist: {e}"))
 }
 
 /// Policy: a stream to [`Upstreams::forbidden`] (listening, but outside
 /// [`Upstreams::policy`]) is refused — the connect fails, or the stream ends at once — and
 /// never reaches the server.
 pub async fn policy_refusal<T: Transport>(t: &T, u: &Upstreams) -> Result<(), String> {
+    nothing_comes_back(t, u.forbidden)
+        .await
+        .map_err(|e| format!("a target the policy forbids: {e}"))
+}
+
+/// A stream to `target` must not work: the connect fails, or the stream ends (EOF or an
+/// error) without a single byte coming back, within 20 s.
+pub async fn nothing_comes_back<T: Transport>(t: &T, target: SocketAddr) -> Result<(), String> {
     let attempt = async {
-        match t.connect(&Target::new(u.forbidden)).await {
+        match t.connect(&Target::new(target)).await {
             Err(_) => Ok(()),
             Ok(mut s) => {
-                let _ = s.write_all(b"let me in").await;
+                let _ = s.write_all(b"anyone?").await;
                 let mut buf = [0u8; 16];
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => Ok(()),
-                    Ok(n) => Err(format!(
-                        "{n} bytes came back from a target the policy forbids"
-                    )),
+                    Ok(n) => Err(format!("{n} bytes came back")),
                 }
             }
         }
     };
     tokio::time::timeout(Duration::from_secs(20), attempt)
         .await
-        .map_err(|_| "a stream to a forbidden target hung".to_string())?
+        .map_err(|_| "the stream hung".to_string())?
 }
 
 /// [`run_all`] plus [`policy_refusal`]: for a backend whose far side runs the

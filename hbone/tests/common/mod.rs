@@ -327,3 +327,29 @@ pub async fn raw_h2(
     });
     (send, driver)
 }
+
+/// A delivery-mode server for `SERVER_ID` (any client of the trust domain at the TLS layer):
+/// allowed CONNECTs arrive on the returned `Incoming`.
+pub async fn delivery_server(
+    pki: &Pki,
+    handler: impl Handler,
+    queue: usize,
+) -> (HboneServer, SocketAddr, fipstun_hbone::Incoming) {
+    let id = pki.identity(&server_id());
+    let tls = fipstun_identity::tls::server_config(
+        &id.policy,
+        id.trust.clone(),
+        Authorizer::trust_domains([pki.td.clone()]),
+        id.svid.clone(),
+    )
+    .unwrap();
+    let (server, incoming) =
+        HboneServer::with_delivery(tls, ServerConfig::default(), handler, queue).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await.unwrap() }
+    });
+    (server, addr, incoming)
+}
