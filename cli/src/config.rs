@@ -14,8 +14,8 @@ use fipstun_identity::keys::PrivateKey;
 use fipstun_identity::spiffe::SpiffeId;
 use fipstun_identity::svid::{self, Svid, Usage};
 use fipstun_planes::workload::EndpointSocket;
-use fipstun_transport::FipsRequirement;
 use fipstun_transport::policy::{Action, Destination, Policy, Principal, Rule};
+use fipstun_transport::{FipsRequirement, ForwarderConfig};
 use fipstun_wireguard::{IpPrefix, WgPeer, WgPrivateKey, WgPublicKey};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -183,6 +183,7 @@ struct NodeFile {
     allow_targets: Option<Vec<String>>,
     #[serde(default)]
     policy: Vec<Rule>,
+    limits: Option<LimitsFile>,
     identity: Option<IdentityFile>,
     hbone: Option<HboneFile>,
     wireguard: Option<WireguardFile>,
@@ -196,6 +197,7 @@ struct ProxyFile {
     fips: Option<String>,
     identity: Option<IdentityFile>,
     wireguard: Option<WireguardFile>,
+    limits: Option<LimitsFile>,
     #[serde(default)]
     listener: Vec<ListenerFile>,
 }
@@ -213,6 +215,20 @@ struct HboneFile {
     listen: Option<String>,
     #[serde(default)]
     allow: Vec<String>,
+    max_connections: Option<u32>,
+    max_handshakes: Option<u32>,
+    handshake_timeout: Option<String>,
+    max_connection_age: Option<String>,
+}
+
+/// `[limits]`: the forwarder's bounds, for node and proxy alike.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_streams: Option<usize>,
+    max_streams_per_peer: Option<usize>,
+    dial_timeout: Option<String>,
+    idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,6 +314,8 @@ pub(crate) struct NodeConfig {
     pub(crate) fips: FipsMode,
     /// Who may reach what: `[[policy]]` plus the `allow_targets` shorthand; no rule = deny all.
     pub(crate) policy: Policy,
+    /// `[limits]` of the forwarders.
+    pub(crate) limits: ForwarderConfig,
     /// The SVID files (needed by HBONE).
     pub(crate) identity: Option<Identity>,
     /// The HBONE server.
@@ -313,6 +331,9 @@ pub(crate) struct HboneSettings {
     pub(crate) listen: SocketAddr,
     /// Who may connect; empty = anyone in the node's own trust domain.
     pub(crate) allow: Vec<SpiffeId>,
+    /// Connection limits and lifetimes (`max_connections`, `max_handshakes`,
+    /// `handshake_timeout`, `max_connection_age`; the library's defaults otherwise).
+    pub(crate) server: fipstun_hbone::ServerConfig,
 }
 
 /// `[wireguard]` of a node or proxy.
@@ -372,6 +393,8 @@ pub(crate) struct ProxyConfig {
     pub(crate) drain: Duration,
     /// Whether only FIPS backends may be used.
     pub(crate) fips: FipsMode,
+    /// `[limits]` of each listener's forwarder.
+    pub(crate) limits: ForwarderConfig,
     /// The SVID files (needed by HBONE listeners).
     pub(crate) identity: Option<Identity>,
     /// The WireGuard node shared by `via = "wireguard"` listeners.
@@ -482,6 +505,28 @@ impl Ctx {
                 format!("`{s}` is not an IP prefix like 127.0.0.0/8, 10.0.0.1 or ::1/128"),
             )
         })
+    }
+
+    fn duration(&self, key: &str, s: &str) -> Result<Duration, ConfigError> {
+        parse_duration(s).map_err(|e| self.err(key, e))
+    }
+
+    /// `[limits]` over the forwarder's defaults.
+    fn limits(&self, l: Option<&LimitsFile>) -> Result<ForwarderConfig, ConfigError> {
+        let mut c = ForwarderConfig::default();
+        let Some(l) = l else { return Ok(c) };
+        let (total, per_peer) = (
+            l.max_streams.unwrap_or(c.max_streams),
+            l.max_streams_per_peer.unwrap_or(c.max_streams_per_peer),
+        );
+        c = c.with_max_streams(total, per_peer);
+        if let Some(t) = &l.dial_timeout {
+            c = c.with_dial_timeout(self.duration("limits.dial_timeout", t)?);
+        }
+        if let Some(t) = &l.idle_timeout {
+            c = c.with_idle_timeout(self.duration("limits.idle_timeout", t)?);
+        }
+        Ok(c)
     }
 
     fn drain(&self, s: Option<&str>) -> Result<Duration, ConfigError> {
@@ -725,6 +770,7 @@ impl NodeConfig {
         }
         let metrics = ctx.opt_addr("metrics", file.metrics.as_deref())?;
         let drain = ctx.drain(file.drain.as_deref())?;
+        let limits = ctx.limits(file.limits.as_ref())?;
         let fips = FipsMode::parse(&ctx, file.fips.as_deref())?;
         if fips == FipsMode::Required && file.wireguard.is_some() {
             return Err(ctx.err(
@@ -759,7 +805,26 @@ impl NodeConfig {
                     .enumerate()
                     .map(|(i, s)| ctx.spiffe_id(&format!("hbone.allow[{i}]"), s))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok::<_, ConfigError>(HboneSettings { listen, allow })
+                let mut server = fipstun_hbone::ServerConfig::default();
+                if let Some(n) = h.max_connections {
+                    server = server.with_max_connections(n);
+                }
+                if let Some(n) = h.max_handshakes {
+                    server = server.with_max_handshakes(n);
+                }
+                if let Some(t) = &h.handshake_timeout {
+                    server =
+                        server.with_handshake_timeout(ctx.duration("hbone.handshake_timeout", t)?);
+                }
+                if let Some(t) = &h.max_connection_age {
+                    server = server
+                        .with_max_connection_age(ctx.duration("hbone.max_connection_age", t)?);
+                }
+                Ok::<_, ConfigError>(HboneSettings {
+                    listen,
+                    allow,
+                    server,
+                })
             })
             .transpose()?;
         let identity = match &file.identity {
@@ -799,6 +864,7 @@ impl NodeConfig {
             drain,
             fips,
             policy: Policy::new(rules),
+            limits,
             identity,
             hbone,
             wireguard,
@@ -940,10 +1006,12 @@ impl ProxyConfig {
             .as_ref()
             .map(|w| load_wireguard(&ctx, w))
             .transpose()?;
+        let limits = ctx.limits(file.limits.as_ref())?;
         Ok(Self {
             metrics,
             drain,
             fips,
+            limits,
             identity,
             wireguard,
             listeners,
@@ -1106,6 +1174,40 @@ mod tests {
         assert_eq!(cfg.listeners[0].via, Via::Plain);
         assert_eq!(cfg.drain, Duration::from_millis(500));
         assert_eq!(cfg.fips, FipsMode::Off);
+    }
+
+    #[test]
+    fn hbone_and_forwarder_limits_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("node.toml");
+        let key = dir.path().join("wg.key");
+        std::fs::write(&key, WgPrivateKey::generate().to_base64()).unwrap();
+        let peer = WgPrivateKey::generate().public_key();
+        std::fs::write(
+            &p,
+            format!(
+                "fips = \"off\"\n[limits]\nmax_streams = 100\nmax_streams_per_peer = 10\n\
+                 dial_timeout = \"2s\"\nidle_timeout = \"5m\"\n\
+                 [wireguard]\nprivate_key = \"wg.key\"\naddress = \"10.99.0.1\"\n\
+                 [[wireguard.peer]]\npublic_key = \"{peer}\"\nallowed_ips = [\"10.99.0.2/32\"]\n"
+            ),
+        )
+        .unwrap();
+        let cfg = NodeConfig::load(&NodeArgs {
+            config: Some(p),
+            ..NodeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.limits.max_streams, 100);
+        assert_eq!(cfg.limits.max_streams_per_peer, 10);
+        assert_eq!(cfg.limits.dial_timeout, Duration::from_secs(2));
+        assert_eq!(cfg.limits.idle_timeout, Duration::from_secs(300));
+        let e = node_err("[limits]\nidle_timeout = \"forever\"\n[hbone]\n");
+        assert_eq!(e.key.as_deref(), Some("limits.idle_timeout"), "{e}");
+        let e = node_err("[hbone]\nmax_connection_age = \"1 day\"\n");
+        assert_eq!(e.key.as_deref(), Some("hbone.max_connection_age"), "{e}");
+        let e = node_err("[hbone]\nhandshake_timeout = \"x\"\n");
+        assert_eq!(e.key.as_deref(), Some("hbone.handshake_timeout"), "{e}");
     }
 
     #[test]

@@ -5,10 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use fipstun_hbone::{AllowAll, HboneServer, ServerConfig};
+use fipstun_hbone::{AllowAll, HboneServer};
 use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::tls::{Authorizer, server_config};
-use fipstun_transport::{Forwarder, ForwarderConfig, PlainTcp};
+use fipstun_transport::{Forwarder, PlainTcp};
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
 
@@ -52,7 +52,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
             .with_own_listeners(own.clone(), local_ips(&own)),
     );
     let forwarder = |backend: &'static str| {
-        let fwd = Forwarder::new(PlainTcp, policy.clone(), ForwarderConfig::default());
+        let fwd = Forwarder::new(PlainTcp, policy.clone(), cfg.limits.clone());
         let view = fwd.clone();
         (
             fwd,
@@ -76,7 +76,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
                 .map_err(|e| format!("hbone: TLS configuration refused: {e}"))?;
             let (server, incoming) = HboneServer::with_delivery(
                 tls,
-                ServerConfig::default().with_drain_timeout(cfg.drain),
+                h.server.clone().with_drain_timeout(cfg.drain),
                 AllowAll,
                 HBONE_QUEUE,
             )

@@ -79,14 +79,35 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
                 let t = HboneTransport::new(client, policy, cfg.fips.requirement())
                     .map_err(|e| format!("listener {addr}: {e}"))?
                     .with_default_route(HboneRoute::new(*node, node_id.clone()));
-                forwarders.push(serve(&metrics, backend, t, l.target, acceptor)?);
+                forwarders.push(serve(
+                    &metrics,
+                    backend,
+                    &cfg.limits,
+                    t,
+                    l.target,
+                    acceptor,
+                )?);
             }
             Via::Wireguard => {
                 let t = wg.clone().ok_or("via = \"wireguard\" needs [wireguard]")?;
-                forwarders.push(serve(&metrics, backend, t, l.target, acceptor)?);
+                forwarders.push(serve(
+                    &metrics,
+                    backend,
+                    &cfg.limits,
+                    t,
+                    l.target,
+                    acceptor,
+                )?);
             }
             Via::Plain => {
-                forwarders.push(serve(&metrics, backend, PlainTcp, l.target, acceptor)?);
+                forwarders.push(serve(
+                    &metrics,
+                    backend,
+                    &cfg.limits,
+                    PlainTcp,
+                    l.target,
+                    acceptor,
+                )?);
             }
         }
     }
@@ -140,6 +161,7 @@ impl<D: Transport> Drain for Forwarder<D> {
 fn serve<D: Transport>(
     metrics: &Metrics,
     backend: &'static str,
+    limits: &ForwarderConfig,
     dialer: D,
     target: SocketAddr,
     acceptor: TcpAcceptor,
@@ -151,7 +173,7 @@ fn serve<D: Transport>(
     let only_target = Policy::new(vec![
         Rule::allow(["*"], [to]).map_err(|e| format!("listener target {target}: {e}"))?,
     ]);
-    let fwd = Forwarder::new(dialer, only_target, ForwarderConfig::default());
+    let fwd = Forwarder::new(dialer, only_target, limits.clone());
     let view = fwd.clone();
     metrics.watch_forwarder(
         backend,
