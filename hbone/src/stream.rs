@@ -23,7 +23,7 @@ use crate::wire::Authority;
 /// peer's SETTINGS_MAX_FRAME_SIZE.
 const MAX_WRITE_CHUNK: usize = 1 << 20;
 /// Writes are copied into blocks shared by consecutive writes, so that each write does not
-/// allocate. Blocks start RPC-sized and double while the flow keeps filling them.
+/// allocate. Blocks start RPC-sized and double while large writes keep filling them.
 const MIN_WRITE_BLOCK: usize = 16 * 1024;
 /// The largest write block.
 const MAX_WRITE_BLOCK: usize = 256 * 1024;
@@ -225,7 +225,11 @@ impl AsyncWrite for HboneStream {
         let n = cap.min(want);
         if this.write_buf.capacity() < n {
             this.write_buf.reserve(n.max(this.write_block));
-            this.write_block = (this.write_block * 2).min(MAX_WRITE_BLOCK);
+            // Grow only for writes that are large against the block (a bulk flow): a stream
+            // of small RPC writes keeps 16 KiB blocks instead of ratcheting up to 256 KiB each.
+            if n.saturating_mul(4) >= this.write_block {
+                this.write_block = (this.write_block * 2).min(MAX_WRITE_BLOCK);
+            }
         }
         this.write_buf.extend_from_slice(&buf[..n]);
         let chunk = this.write_buf.split().freeze();
