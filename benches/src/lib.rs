@@ -101,13 +101,9 @@ impl Sinks {
 async fn relay(tasks: &mut JoinSet<()>, to: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let only_to = Policy::new(vec![
-        Rule::allow(["*"], [format!("{}/32:{}", to.ip(), to.port())])
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?,
-    ]);
     let forwarder = Forwarder::new(
         PlainTcp,
-        only_to,
+        Policy::only_to([to]),
         ForwarderConfig::default().with_copy_buffer_bytes(RELAY_BUFFER_BYTES),
     );
     let acceptor = TcpAcceptor::new(listener, Target::new(to));

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use fipstun_hbone::{ClientConfig, HboneClient, HboneRoute, HboneTransport, TlsIdentity};
 use fipstun_identity::policy::CryptoPolicy;
-use fipstun_transport::policy::{Policy, Rule};
+use fipstun_transport::policy::Policy;
 use fipstun_transport::{Forwarder, ForwarderConfig, PlainTcp, Target, TcpAcceptor, Transport};
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
@@ -69,9 +69,14 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         ready.push(format!("listener={addr}"));
         let target = Target::new(l.target);
         tracing::info!(%addr, %target, via = l.via.label(), "listening");
-        let acceptor = TcpAcceptor::new(listener, target);
-        let backend = l.via.label();
-        match &l.via {
+        let site = Site {
+            metrics: &metrics,
+            backend: l.via.label(),
+            limits: &cfg.limits,
+            acceptor: TcpAcceptor::new(listener, target),
+            target: l.target,
+        };
+        let forwarder = match &l.via {
             Via::Hbone { node, node_id } => {
                 let client = hbone_client
                     .clone()
@@ -79,37 +84,14 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
                 let t = HboneTransport::new(client, policy, cfg.fips.requirement())
                     .map_err(|e| format!("listener {addr}: {e}"))?
                     .with_default_route(HboneRoute::new(*node, node_id.clone()));
-                forwarders.push(serve(
-                    &metrics,
-                    backend,
-                    &cfg.limits,
-                    t,
-                    l.target,
-                    acceptor,
-                )?);
+                site.serve(t)
             }
             Via::Wireguard => {
-                let t = wg.clone().ok_or("via = \"wireguard\" needs [wireguard]")?;
-                forwarders.push(serve(
-                    &metrics,
-                    backend,
-                    &cfg.limits,
-                    t,
-                    l.target,
-                    acceptor,
-                )?);
+                site.serve(wg.clone().ok_or("via = \"wireguard\" needs [wireguard]")?)
             }
-            Via::Plain => {
-                forwarders.push(serve(
-                    &metrics,
-                    backend,
-                    &cfg.limits,
-                    PlainTcp,
-                    l.target,
-                    acceptor,
-                )?);
-            }
-        }
+            Via::Plain => site.serve(PlainTcp),
+        };
+        forwarders.push(forwarder);
     }
     if let Some(l) = crate::metrics::bind(cfg.metrics).await? {
         ready.push(format!(
@@ -156,35 +138,32 @@ impl<D: Transport> Drain for Forwarder<D> {
     }
 }
 
-/// Run the one forwarder on a local listener: every connection goes through `dialer` to the
-/// listener's fixed `target`, the only destination its policy allows.
-fn serve<D: Transport>(
-    metrics: &Metrics,
+/// One listener, waiting for its dialer.
+struct Site<'a> {
+    metrics: &'a Metrics,
     backend: &'static str,
-    limits: &ForwarderConfig,
-    dialer: D,
-    target: SocketAddr,
+    limits: &'a ForwarderConfig,
     acceptor: TcpAcceptor,
-) -> Result<Box<dyn Drain>, String> {
-    let to = match target {
-        SocketAddr::V4(a) => format!("{}/32:{}", a.ip(), a.port()),
-        SocketAddr::V6(a) => format!("[{}/128]:{}", a.ip(), a.port()),
-    };
-    let only_target = Policy::new(vec![
-        Rule::allow(["*"], [to]).map_err(|e| format!("listener target {target}: {e}"))?,
-    ]);
-    let fwd = Forwarder::new(dialer, only_target, limits.clone());
-    let view = fwd.clone();
-    metrics.watch_forwarder(
-        backend,
-        Box::new(move || view.stats()),
-        Fold {
-            accepted: true,
-            streams_and_bytes: true,
-            inbound_is_local: true,
-        },
-    );
-    let run = fwd.clone();
-    tokio::spawn(async move { run.run(acceptor).await });
-    Ok(Box::new(fwd))
+    target: SocketAddr,
+}
+
+impl Site<'_> {
+    /// Run the one forwarder on the listener: every connection goes through `dialer` to the
+    /// listener's fixed target, the only destination its policy allows.
+    fn serve<D: Transport>(self, dialer: D) -> Box<dyn Drain> {
+        let fwd = Forwarder::new(dialer, Policy::only_to([self.target]), self.limits.clone());
+        let view = fwd.clone();
+        self.metrics.watch_forwarder(
+            self.backend,
+            Box::new(move || view.stats()),
+            Fold {
+                accepted: true,
+                streams_and_bytes: true,
+                inbound_is_local: true,
+            },
+        );
+        let (run, acceptor) = (fwd.clone(), self.acceptor);
+        tokio::spawn(async move { run.run(acceptor).await });
+        Box::new(fwd)
+    }
 }

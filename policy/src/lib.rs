@@ -209,6 +209,17 @@ impl Policy {
         }
     }
 
+    /// One rule: any peer may reach exactly `targets` (each address with its port), nothing
+    /// else — what a listener with a fixed target, or a relay, allows.
+    pub fn only_to(targets: impl IntoIterator<Item = SocketAddr>) -> Self {
+        Self::new(vec![Rule {
+            name: Some("only_to".into()),
+            action: Action::Allow,
+            from: vec![Principal::Any],
+            to: targets.into_iter().map(Destination::exact).collect(),
+        }])
+    }
+
     /// No rules: every stream is denied.
     pub fn deny_all() -> Self {
         Self::default()
@@ -306,6 +317,15 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_to_allows_exactly_its_targets() {
+        let p = Policy::only_to([addr("127.0.0.1:8080"), addr("[::1]:443")]);
+        assert!(p.check(None, addr("127.0.0.1:8080")).is_allowed());
+        assert!(p.check(None, addr("[::1]:443")).is_allowed());
+        assert!(!p.check(None, addr("127.0.0.1:8081")).is_allowed());
+        assert!(!p.check(None, addr("127.0.0.2:8080")).is_allowed());
     }
 
     #[test]

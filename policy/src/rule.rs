@@ -148,6 +148,15 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// Exactly one socket address: its host prefix and its port. A destination like this
+    /// names even a protected address (loopback, an own listener).
+    pub fn exact(addr: SocketAddr) -> Self {
+        Self {
+            cidr: Cidr::host(addr.ip()),
+            ports: Ports::List(vec![addr.port()..=addr.port()]),
+        }
+    }
+
     /// Whether `target` is inside this destination.
     pub fn contains(&self, target: SocketAddr) -> bool {
         self.cidr.contains(target.ip()) && self.ports.contains(target.port())

@@ -109,11 +109,7 @@ impl Upstreams {
     /// echo, hasher, closer and unreachable targets (each named by address and port, as a
     /// loopback target must be), and nothing else — [`Upstreams::forbidden`] included.
     pub fn policy(&self) -> Policy {
-        let to = [self.echo, self.hasher, self.closer, self.unreachable]
-            .map(|a| format!("{}/32:{}", a.ip(), a.port()));
-        Policy::new(vec![
-            crate::policy::Rule::allow(["*"], to).expect("loopback host rules parse"),
-        ])
+        Policy::only_to([self.echo, self.hasher, self.closer, self.unreachable])
     }
 }
 
