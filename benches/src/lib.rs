@@ -184,7 +184,7 @@ impl Pki {
             .ca
             .issue(&id, KeyAlgorithm::EcdsaP256, None)
             .expect("SVID");
-        slot.set(&svid, &self.policy).expect("FIPS key");
+        slot.set(&svid).expect("FIPS key");
         (id, slot)
     }
 
@@ -208,7 +208,7 @@ pub async fn hbone() -> Arc<HboneTransport> {
     let (_, client_slot) = pki.slot("proxy");
     let tls = server_config(&pki.policy, pki.trust.clone(), pki.anyone(), server_slot)
         .expect("server TLS");
-    let server = HboneServer::new(tls, ServerConfig::default(), AllowAll).expect("server");
+    let server = HboneServer::from_rustls(tls, ServerConfig::default(), AllowAll).expect("server");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let node = listener.local_addr().expect("addr");
     tokio::spawn(async move { server.serve(listener).await });
@@ -218,7 +218,7 @@ pub async fn hbone() -> Arc<HboneTransport> {
     )
     .expect("client");
     Arc::new(
-        HboneTransport::new(client, pki.policy, FipsRequirement::Required)
+        HboneTransport::new(client, FipsRequirement::Required)
             .expect("FIPS")
             .with_default_route(HboneRoute::new(node, server_id)),
     )

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fipstun_identity::bundle::{BundleSet, TrustStore};
-use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::spiffe::SpiffeId;
 use fipstun_identity::tls::SvidSlot;
 use fipstun_planes::workload::{WorkloadConfig, WorkloadX509Source};
@@ -27,21 +26,18 @@ pub(crate) struct LiveIdentity {
 }
 
 /// Load or fetch the first SVID and keep it current for the life of the process.
-pub(crate) async fn start(
-    identity: &Identity,
-    policy: CryptoPolicy,
-) -> Result<LiveIdentity, String> {
+pub(crate) async fn start(identity: &Identity) -> Result<LiveIdentity, String> {
     match identity {
         Identity::Files(files) => {
             let slot = Arc::new(SvidSlot::new());
-            slot.set(&files.svid, &policy).map_err(|e| {
+            slot.set(&files.svid).map_err(|e| {
                 format!(
                     "identity {}: the SVID key is unusable: {e}",
                     files.dir.display()
                 )
             })?;
             let trust = TrustStore::new(BundleSet::new().with(files.bundle.clone()));
-            crate::svid_reload::spawn(files.dir.clone(), slot.clone(), trust.clone(), policy);
+            crate::svid_reload::spawn(files.dir.clone(), slot.clone(), trust.clone());
             Ok(LiveIdentity {
                 slot,
                 trust,
@@ -51,8 +47,7 @@ pub(crate) async fn start(
         Identity::WorkloadApi(socket) => {
             let slot = Arc::new(SvidSlot::new());
             let trust = TrustStore::new(BundleSet::new());
-            let mut config = WorkloadConfig::new(socket.clone());
-            config.policy = policy;
+            let config = WorkloadConfig::new(socket.clone());
             let source = WorkloadX509Source::start_with(config, slot.clone(), trust.clone());
             let id = source.wait_for_svid(FIRST_SVID_TIMEOUT).await.map_err(|e| {
                 format!(

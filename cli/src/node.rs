@@ -5,9 +5,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use fipstun_hbone::{AllowAll, HboneServer};
+use fipstun_hbone::{AllowAll, HboneServer, TlsIdentity};
 use fipstun_identity::policy::CryptoPolicy;
-use fipstun_identity::tls::{Authorizer, server_config};
+use fipstun_identity::tls::Authorizer;
 use fipstun_transport::{Forwarder, PlainTcp};
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
@@ -65,17 +65,17 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
     let hbone = match (&cfg.hbone, &cfg.identity, hbone_listener) {
         (Some(h), Some(identity), Some(listener)) => {
             let crypto = CryptoPolicy::default();
-            let live = crate::identity_source::start(identity, crypto).await?;
+            let live = crate::identity_source::start(identity).await?;
             let (slot, trust) = (live.slot.clone(), live.trust.clone());
             let clients = if h.allow.is_empty() {
                 Authorizer::trust_domains([live.id.trust_domain()])
             } else {
                 Authorizer::ids(h.allow.iter().cloned())
             };
-            let tls = server_config(&crypto, trust, clients, slot)
-                .map_err(|e| format!("hbone: TLS configuration refused: {e}"))?;
+            let identity = TlsIdentity::new(crypto, trust, slot);
             let (server, incoming) = HboneServer::with_delivery(
-                tls,
+                &identity,
+                clients,
                 h.server.clone().with_drain_timeout(cfg.drain),
                 AllowAll,
                 HBONE_QUEUE,
@@ -100,11 +100,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
                 },
             );
             let serving = server.clone();
-            tokio::spawn(async move {
-                if let Err(e) = serving.serve(listener).await {
-                    tracing::error!(error = %e, "hbone server stopped");
-                }
-            });
+            tokio::spawn(async move { serving.serve(listener).await });
             let run = fwd.clone();
             tokio::spawn(async move { run.run(incoming).await });
             forwarders.push(fwd);

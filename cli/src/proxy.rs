@@ -31,7 +31,7 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
                 .iter()
                 .any(|l| matches!(l.via, Via::Hbone { .. })) =>
         {
-            let live = crate::identity_source::start(identity, policy).await?;
+            let live = crate::identity_source::start(identity).await?;
             let (slot, trust) = (live.slot, live.trust);
             let client = HboneClient::new(
                 TlsIdentity::new(policy, trust, slot),
@@ -81,7 +81,7 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
                 let client = hbone_client
                     .clone()
                     .ok_or("via = \"hbone\" needs [identity]")?;
-                let t = HboneTransport::new(client, policy, cfg.fips.requirement())
+                let t = HboneTransport::new(client, cfg.fips.requirement())
                     .map_err(|e| format!("listener {addr}: {e}"))?
                     .with_default_route(HboneRoute::new(*node, node_id.clone()));
                 site.serve(t)

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fipstun_identity::bundle::{BundleSet, TrustStore};
-use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::tls::SvidSlot;
 
 use crate::ca::{BUNDLE, SVID_CHAIN, SVID_KEY};
@@ -30,7 +29,7 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
 
 /// Watch `dir` until the runtime ends; install each new valid SVID into `slot` and its bundle
 /// into `trust`. A half-written or invalid set is logged and retried on the next change.
-pub(crate) fn spawn(dir: PathBuf, slot: Arc<SvidSlot>, trust: TrustStore, policy: CryptoPolicy) {
+pub(crate) fn spawn(dir: PathBuf, slot: Arc<SvidSlot>, trust: TrustStore) {
     tokio::spawn(async move {
         let mut seen = newest_mtime(&dir);
         let mut warned_expiry = false;
@@ -40,7 +39,7 @@ pub(crate) fn spawn(dir: PathBuf, slot: Arc<SvidSlot>, trust: TrustStore, policy
             if now != seen {
                 seen = now;
                 match reload_identity(&dir) {
-                    Ok(id) => match slot.set(&id.svid, &policy) {
+                    Ok(id) => match slot.set(&id.svid) {
                         Ok(()) => {
                             trust.replace(BundleSet::new().with(id.bundle.clone()));
                             warned_expiry = false;

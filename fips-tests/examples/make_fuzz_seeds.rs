@@ -43,7 +43,7 @@ fn seeds_pki() -> Seeds {
                 None,
             )
             .unwrap();
-        slot.set(&svid, &policy).unwrap();
+        slot.set(&svid).unwrap();
         Some(slot)
     });
     let anyone = || Authorizer::trust_domains([td.clone()]);

@@ -43,10 +43,7 @@ pub fn fixture() -> &'static Fixture {
         let slot = |id: &str| {
             let s = Arc::new(SvidSlot::new());
             let id = SpiffeId::parse(id).unwrap();
-            s.set(
-                &ca.issue(&id, KeyAlgorithm::EcdsaP256, None).unwrap(),
-                &policy,
-            )
+            s.set(&ca.issue(&id, KeyAlgorithm::EcdsaP256, None).unwrap())
             .unwrap();
             s
         };

@@ -10,8 +10,10 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fipstun_identity::policy::{Negotiated, negotiated};
 use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
 use fipstun_identity::tls::{Authorizer, peer_spiffe_id};
+use fipstun_transport::Target;
 use h2::client::SendRequest;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -22,6 +24,8 @@ use tracing::Instrument;
 use crate::metrics::{HandshakeFailure, Metrics, MetricsSnapshot};
 use crate::pool::{Checkout, IdleCheck, Lease, Pool, Pooled};
 use crate::stream::HboneStream;
+use crate::tap::{SeenTlsError, TlsErrorTap, rustls_error};
+use crate::transport::HboneRoute;
 use crate::wire::{ConnectRequest, ConnectResponse};
 use crate::{ALPN_H2, DialError, Error, H2Settings, TlsIdentity, classify_tls_error};
 
@@ -157,6 +161,10 @@ pub(crate) struct ClientConn {
     send: SendRequest<Bytes>,
     peer_id: SpiffeId,
     max_streams: usize,
+    /// What the TLS handshake negotiated.
+    negotiated: Option<Negotiated>,
+    /// The first typed rustls error on the connection (an alert after the handshake).
+    seen_tls: SeenTlsError,
 }
 
 impl Pooled for ClientConn {
@@ -200,7 +208,7 @@ impl fmt::Debug for HboneClient {
     }
 }
 
-type H2Connection = h2::client::Connection<TlsStream<TcpStream>, Bytes>;
+type H2Connection = h2::client::Connection<TlsErrorTap<TlsStream<TcpStream>>, Bytes>;
 
 impl HboneClient {
     /// A client presenting `identity`'s SVID. Fails if the FIPS policy refuses the TLS config.
@@ -219,15 +227,14 @@ impl HboneClient {
         })
     }
 
-    /// Open a stream to `target` through the HBONE peer at `peer`, which must prove one of the
-    /// `expected` identities.
+    /// Open a stream to `target` through the HBONE node `via` names (its address and the
+    /// identities it must prove in the handshake).
     pub async fn connect(
         &self,
-        target: SocketAddr,
-        peer: SocketAddr,
-        expected: impl Into<ExpectedPeer>,
+        target: impl Into<Target>,
+        via: &HboneRoute,
     ) -> Result<HboneStream, Error> {
-        self.connect_with(ConnectRequest::new(target), peer, expected)
+        self.connect_with(ConnectRequest::new(target.into().addr), via)
             .await
     }
 
@@ -236,9 +243,9 @@ impl HboneClient {
     pub async fn connect_with(
         &self,
         request: ConnectRequest,
-        peer: SocketAddr,
-        expected: impl Into<ExpectedPeer>,
+        via: &HboneRoute,
     ) -> Result<HboneStream, Error> {
+        let peer = via.node;
         let inner = &self.inner;
         let local = inner
             .identity
@@ -249,7 +256,7 @@ impl HboneClient {
             .clone();
         let key = PoolKey {
             local,
-            expected: expected.into(),
+            expected: via.expected.clone(),
             peer,
         };
         let target = request.target().clone();
@@ -280,13 +287,15 @@ impl HboneClient {
                     Ok(Err(e)) => {
                         // In TLS 1.3 the server checks our certificate after our side of the
                         // handshake finished: its refusal arrives as the first read.
-                        if let Some(kind) = refused_handshake(&e) {
+                        let seen = lease.slot().conn().seen_tls.get().cloned();
+                        if let Some(kind) = seen.as_ref().and_then(refused_handshake) {
                             inner.pool.evict(&key, lease.slot().id());
                             inner.metrics.handshake_failed(kind);
                             return Err(Error::Dial(DialError {
                                 peer,
                                 kind,
                                 message: format!("the peer refused the handshake: {e}"),
+                                tls: seen,
                             }));
                         }
                         let conn_level = e.is_go_away() || e.is_io();
@@ -320,12 +329,14 @@ impl HboneClient {
                     });
                 }
                 let peer_id = lease.slot().conn().peer_id.clone();
+                let negotiated = lease.slot().conn().negotiated;
                 tracing::trace!(%peer_id, "hbone stream open");
                 return Ok(HboneStream::new(
                     send_stream,
                     resp.into_body(),
                     peer,
                     peer_id,
+                    negotiated,
                     target,
                     inner.metrics.clone(),
                     crate::stream::Hold::Pool { _lease: lease },
@@ -334,6 +345,11 @@ impl HboneClient {
         }
         .instrument(span)
         .await
+    }
+
+    /// The identity the client presents and the trust it verifies peers against.
+    pub fn identity(&self) -> &TlsIdentity {
+        &self.inner.identity
     }
 
     /// Counters since the client was created.
@@ -400,6 +416,7 @@ impl HboneClient {
             peer,
             kind,
             message,
+            tls: None,
         };
         let tls = self
             .tls_config(&key.expected)
@@ -416,7 +433,10 @@ impl HboneClient {
             let mut tls = TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await
-                .map_err(|e| fail(classify_tls_error(&e), e.to_string()))?;
+                .map_err(|e| DialError {
+                    tls: rustls_error(&e).cloned(),
+                    ..fail(classify_tls_error(&e), e.to_string())
+                })?;
             tls.get_mut()
                 .1
                 .set_buffer_limit(Some(crate::TLS_SEND_BUFFER_BYTES));
@@ -436,15 +456,20 @@ impl HboneClient {
                     "the peer certificate has no SPIFFE ID".into(),
                 )
             })?;
+            let negotiated = negotiated(session);
+            let (tls, seen_tls) = TlsErrorTap::new(tls);
             let (send, conn) = cfg
                 .h2
                 .client_builder(cfg.max_streams_per_conn)
                 .handshake::<_, Bytes>(tls)
                 .await
-                .map_err(|e| fail(HandshakeFailure::Http2, e.to_string()))?;
-            Ok((send, conn, peer_id))
+                .map_err(|e| DialError {
+                    tls: seen_tls.get().cloned(),
+                    ..fail(HandshakeFailure::Http2, e.to_string())
+                })?;
+            Ok((send, conn, peer_id, negotiated, seen_tls))
         };
-        let (send, conn, peer_id) =
+        let (send, conn, peer_id, negotiated, seen_tls) =
             match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
                 Err(_) => {
                     return Err(fail(
@@ -461,6 +486,8 @@ impl HboneClient {
                 send,
                 peer_id,
                 max_streams: cfg.max_streams_per_conn,
+                negotiated,
+                seen_tls,
             },
             conn,
         ))
@@ -538,16 +565,9 @@ async fn drive(
     }
 }
 
-/// A TLS alert about certificates received on an established-looking connection.
-fn refused_handshake(e: &h2::Error) -> Option<HandshakeFailure> {
-    let io = e.get_io()?;
-    // h2 keeps only the kind and text of an I/O error (it must be Clone), so the rustls error
-    // inside is gone by now; its text still names the alert.
-    let kind = match classify_tls_error(io) {
-        HandshakeFailure::Tls => crate::classify_tls_alert_text(&io.to_string())?,
-        k => k,
-    };
-    match kind {
+/// A TLS alert about certificates or ALPN received on an established-looking connection.
+fn refused_handshake(tls: &rustls::Error) -> Option<HandshakeFailure> {
+    match crate::classify_rustls_error(tls) {
         k @ (HandshakeFailure::Certificate | HandshakeFailure::Alpn) => Some(k),
         _ => None,
     }

@@ -63,7 +63,7 @@
 //!     let trust = TrustStore::new(BundleSet::new().with(ca.bundle().clone()));
 //!     let identity = |id: &SpiffeId| -> Result<TlsIdentity, fipstun_identity::Error> {
 //!         let slot = Arc::new(SvidSlot::new());
-//!         slot.set(&ca.issue(id, KeyAlgorithm::EcdsaP256, None)?, &CryptoPolicy::default())?;
+//!         slot.set(&ca.issue(id, KeyAlgorithm::EcdsaP256, None)?)?;
 //!         Ok(TlsIdentity::new(CryptoPolicy::default(), trust.clone(), slot))
 //!     };
 //!     let node = SpiffeId::parse("spiffe://example.org/ns/istio-system/sa/ztunnel")?;
@@ -77,7 +77,7 @@
 //!         let (mut r, mut w) = s.split();
 //!         tokio::io::copy(&mut r, &mut w).await.unwrap();
 //!     });
-//!     let server = HboneServer::from_identity(
+//!     let server = HboneServer::new(
 //!         &identity(&node)?, Authorizer::trust_domains([td]), ServerConfig::default(), AllowAll)?;
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //!     let peer = listener.local_addr()?;
@@ -85,7 +85,7 @@
 //!
 //!     // The client expects exactly the node's identity at `peer`.
 //!     let client = HboneClient::new(identity(&app)?, ClientConfig::default())?;
-//!     let mut stream = client.connect(target, peer, node.clone()).await?;
+//!     let mut stream = client.connect(target, &fipstun_hbone::HboneRoute::new(peer, node.clone())).await?;
 //!     assert_eq!(stream.peer_identity(), &node);
 //!     stream.write_all(b"hello through HBONE").await?;
 //!     stream.shutdown().await?; // END_STREAM: the echo sees EOF and closes its side
@@ -104,24 +104,36 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use fipstun_identity::bundle::TrustStore;
+use fipstun_identity::bundle::{BundleSet, TrustStore};
+use fipstun_identity::files::IdentityFiles;
 use fipstun_identity::policy::{CryptoPolicy, PolicyError};
-use fipstun_identity::tls::SvidSlot;
+use fipstun_identity::tls::{Authorizer, SvidSlot};
 
 mod client;
 mod metrics;
 mod pool;
 mod server;
 mod stream;
+mod tap;
 mod transport;
 pub mod wire;
 
 pub use client::{ClientConfig, ExpectedPeer, HboneClient};
 pub use metrics::{HandshakeFailure, MetricsSnapshot};
 pub use server::{
-    AllowAll, ConnectContext, Decision, Handler, HboneServer, Incoming, PendingConnect,
-    ServerConfig,
+    AllowAll, ConnectContext, Decision, Handler, HandlerFn, HboneServer, Incoming, PendingConnect,
+    ServerConfig, handler_fn,
 };
+
+// The foreign crates whose types this crate's API takes and returns, re-exported so a
+// dependent names exactly the versions fipstun was built with (the FIPS line pins rustls:
+// see the workspace manifest). `fipstun_hbone::rustls::AlertDescription`, not `rustls::...`.
+pub use bytes;
+pub use fipstun_identity::policy::Negotiated;
+pub use h2;
+pub use http;
+pub use rustls;
+pub use rustls_pki_types as pki_types;
 pub use stream::HboneStream;
 pub use transport::{HboneListener, HboneRoute, HboneTransport, security_info};
 pub use wire::{ConnectRequest, ConnectResponse, Rejection, WireError};
@@ -133,7 +145,16 @@ pub const ALPN_H2: &[u8] = b"h2";
 pub const HBONE_PORT: u16 = 15008;
 
 /// What a workload presents and trusts: the FIPS crypto policy, the trust bundles, and the
-/// slot holding its current SVID (which rotation swaps in place).
+/// slot holding its current SVID (which rotation swaps in place). Client and server take it
+/// the same way ([`HboneClient::new`], [`HboneServer::new`]); the policy is given here once.
+///
+/// ```no_run
+/// use fipstun_hbone::TlsIdentity;
+///
+/// // The three files `fipstun ca issue --out identity/web` wrote.
+/// let identity = TlsIdentity::from_dir("identity/web")?;
+/// # Ok::<(), fipstun_identity::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct TlsIdentity {
     /// The FIPS crypto policy for every handshake.
@@ -152,6 +173,50 @@ impl TlsIdentity {
             trust,
             svid,
         }
+    }
+
+    /// The SVID and bundle in `dir` (`svid.pem`, `svid-key.pem`, `bundle.pem`, as
+    /// `fipstun ca issue` writes them), checked to chain together, under the default
+    /// [`CryptoPolicy`]. Errors name the file at fault.
+    pub fn from_dir(dir: impl AsRef<std::path::Path>) -> Result<Self, fipstun_identity::Error> {
+        Self::from_files(IdentityFiles::load(dir.as_ref())?)
+    }
+
+    /// The same from PEM text held in memory.
+    pub fn from_pem(
+        chain_pem: &str,
+        key_pem: &str,
+        bundle_pem: &str,
+    ) -> Result<Self, fipstun_identity::Error> {
+        Self::from_files(IdentityFiles::from_pem(chain_pem, key_pem, bundle_pem)?)
+    }
+
+    /// An SVID and the bundle it chains to, already loaded.
+    pub fn from_files(files: IdentityFiles) -> Result<Self, fipstun_identity::Error> {
+        let slot = Arc::new(SvidSlot::new());
+        slot.set(&files.svid)?;
+        Ok(Self::new(
+            CryptoPolicy::default(),
+            TrustStore::new(BundleSet::new().with(files.bundle)),
+            slot,
+        ))
+    }
+
+    /// The same identity under another crypto policy (e.g. TLS 1.2 allowed for a legacy
+    /// peer, or AES-128 preferred).
+    pub fn with_policy(mut self, policy: CryptoPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// A FIPS rustls server config presenting this identity to clients that pass `clients`.
+    pub fn server_config(&self, clients: Authorizer) -> Result<rustls::ServerConfig, Error> {
+        Ok(fipstun_identity::tls::server_config(
+            &self.policy,
+            self.trust.clone(),
+            clients,
+            self.svid.clone(),
+        )?)
     }
 }
 
@@ -222,8 +287,14 @@ impl H2Settings {
 
 /// A failed connection setup to an HBONE peer. Cloneable: every stream waiting on the same
 /// dial receives it.
+///
+/// When TLS failed, [`DialError::tls_error`] is rustls' own error, to match on without
+/// reading text: `rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)` when the
+/// peer's SVID does not chain to our bundle, `rustls::Error::AlertReceived(UnknownCA)` when
+/// the peer refused ours.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("connecting to HBONE peer {peer} failed ({}): {message}", kind.label())]
+#[non_exhaustive]
 pub struct DialError {
     /// The peer address.
     pub peer: SocketAddr,
@@ -231,6 +302,24 @@ pub struct DialError {
     pub kind: HandshakeFailure,
     /// What the failing layer said.
     pub message: String,
+    /// The rustls error, when the failure was TLS's (also the [`std::error::Error::source`]).
+    #[source]
+    pub tls: Option<rustls::Error>,
+}
+
+impl DialError {
+    /// The rustls error, when the failure was TLS's.
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        self.tls.as_ref()
+    }
+
+    /// The alert the peer sent, when it refused the handshake with one.
+    pub fn alert_received(&self) -> Option<rustls::AlertDescription> {
+        match self.tls {
+            Some(rustls::Error::AlertReceived(a)) => Some(a),
+            _ => None,
+        }
+    }
 }
 
 /// Everything that can go wrong in this crate.
@@ -238,7 +327,7 @@ pub struct DialError {
 #[non_exhaustive]
 pub enum Error {
     /// A request or response is not valid HBONE.
-    #[error(transparent)]
+    #[error("{0}")]
     Wire(#[from] WireError),
     /// The peer answered the CONNECT with a non-2xx status.
     #[error("HBONE peer {peer} refused CONNECT {target}: {rejection}")]
@@ -251,7 +340,7 @@ pub enum Error {
         rejection: Rejection,
     },
     /// Connecting (TCP, TLS, ALPN, HTTP/2) to the peer failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Dial(#[from] DialError),
     /// The peer did not answer the CONNECT in time.
     #[error("HBONE peer {peer} did not answer CONNECT {target} in time")]
@@ -314,10 +403,10 @@ pub enum Error {
     #[error("no local SVID yet; refusing to connect")]
     NoLocalIdentity,
     /// The FIPS policy refused a TLS config.
-    #[error(transparent)]
+    #[error("{0}")]
     Policy(#[from] PolicyError),
     /// Building a TLS config failed.
-    #[error(transparent)]
+    #[error("{0}")]
     Identity(#[from] fipstun_identity::Error),
     /// Socket I/O failed.
     #[error("I/O: {0}")]
@@ -336,11 +425,13 @@ impl Error {
 
 /// Sort a TLS handshake failure into a metrics reason.
 fn classify_tls_error(e: &io::Error) -> metrics::HandshakeFailure {
+    tap::rustls_error(e).map_or(metrics::HandshakeFailure::Tls, classify_rustls_error)
+}
+
+/// [`classify_tls_error`] for the typed rustls error.
+fn classify_rustls_error(r: &rustls::Error) -> metrics::HandshakeFailure {
     use rustls::AlertDescription as A;
     use rustls::Error as R;
-    let Some(r) = e.get_ref().and_then(|i| i.downcast_ref::<R>()) else {
-        return metrics::HandshakeFailure::Tls;
-    };
     match r {
         R::InvalidCertificate(_) | R::NoCertificatesPresented => {
             metrics::HandshakeFailure::Certificate
@@ -360,25 +451,6 @@ fn classify_tls_error(e: &io::Error) -> metrics::HandshakeFailure {
         }
         _ => metrics::HandshakeFailure::Tls,
     }
-}
-
-/// [`classify_tls_error`] for an error that kept only rustls' text
-/// (`received fatal alert: UnknownCA`).
-fn classify_tls_alert_text(text: &str) -> Option<metrics::HandshakeFailure> {
-    let alert = text.split("received fatal alert: ").nth(1)?;
-    let alert = alert.split(|c: char| !c.is_ascii_alphanumeric()).next()?;
-    Some(match alert {
-        "BadCertificate"
-        | "UnsupportedCertificate"
-        | "CertificateRevoked"
-        | "CertificateExpired"
-        | "CertificateUnknown"
-        | "UnknownCA"
-        | "AccessDenied"
-        | "CertificateRequired" => metrics::HandshakeFailure::Certificate,
-        "NoApplicationProtocol" => metrics::HandshakeFailure::Alpn,
-        _ => return None,
-    })
 }
 
 impl fmt::Display for HandshakeFailure {
@@ -414,19 +486,5 @@ mod tests {
             F::Tls
         );
         assert_eq!(classify_tls_error(&io::Error::other("reset")), F::Tls);
-        let text = wrap(rustls::Error::AlertReceived(
-            rustls::AlertDescription::CertificateRequired,
-        ))
-        .to_string();
-        assert_eq!(classify_tls_alert_text(&text), Some(F::Certificate));
-        assert_eq!(
-            classify_tls_alert_text("received fatal alert: NoApplicationProtocol"),
-            Some(F::Alpn)
-        );
-        assert_eq!(
-            classify_tls_alert_text("received fatal alert: DecodeError"),
-            None
-        );
-        assert_eq!(classify_tls_alert_text("connection reset"), None);
     }
 }

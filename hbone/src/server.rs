@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fipstun_identity::policy::{Negotiated, negotiated};
 use fipstun_identity::spiffe::SpiffeId;
 use fipstun_identity::tls::{Authorizer, peer_not_after, peer_spiffe_id};
 use fipstun_transport::{
     Acceptor, AuthorizedByAcceptor, Forwarder, ForwarderConfig, PeerIdentity, PendingInbound,
-    PlainTcp, Refusal, Target, TransportError,
+    PlainTcp, Refusal, SecurityInfo, Target, TransportError,
 };
 use h2::RecvStream;
 use h2::server::SendResponse;
@@ -193,6 +194,47 @@ where
     }
 }
 
+/// A [`Handler`] from a closure, with the closure's argument type inferred:
+///
+/// ```
+/// use fipstun_hbone::{Decision, handler_fn};
+///
+/// // Only port 443 may be reached, whoever asks.
+/// let only_https = handler_fn(|ctx| match ctx.target_addr() {
+///     Some(a) if a.port() == 443 => Decision::Allow,
+///     _ => Decision::Forbidden,
+/// });
+/// # let _: fipstun_hbone::HandlerFn<_> = only_https;
+/// ```
+///
+/// A bare closure also implements [`Handler`], but Rust cannot infer its argument's lifetime
+/// without an annotation (`|ctx: &ConnectContext<'_>|`); `handler_fn` supplies it.
+pub fn handler_fn<F>(f: F) -> HandlerFn<F>
+where
+    F: Fn(&ConnectContext<'_>) -> Decision + Send + Sync + 'static,
+{
+    HandlerFn(f)
+}
+
+/// The [`Handler`] [`handler_fn`] returns.
+#[derive(Clone, Copy)]
+pub struct HandlerFn<F>(F);
+
+impl<F> fmt::Debug for HandlerFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HandlerFn")
+    }
+}
+
+impl<F> Handler for HandlerFn<F>
+where
+    F: Fn(&ConnectContext<'_>) -> Decision + Send + Sync + 'static,
+{
+    fn authorize(&self, ctx: &ConnectContext<'_>) -> Decision {
+        (self.0)(ctx)
+    }
+}
+
 /// A [`Handler`] that allows every CONNECT from a peer that passed the TLS authorizer.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AllowAll;
@@ -226,6 +268,8 @@ struct ServerInner {
     state: watch::Sender<State>,
     /// Delivery mode: allowed CONNECTs go to the application instead of being dialed.
     deliver: Option<mpsc::Sender<PendingConnect>>,
+    /// What the TLS config may negotiate.
+    security: SecurityInfo,
     /// Forwarding mode: the one forwarder of `fipstun-transport` dials and copies; the
     /// [`Handler`] has authorized each CONNECT before it gets there.
     forwarder: Forwarder<PlainTcp>,
@@ -241,10 +285,22 @@ impl fmt::Debug for HboneServer {
 }
 
 impl HboneServer {
-    /// A server on `tls`, a config from [`fipstun_identity::tls::server_config`] (client
-    /// certificates required). ALPN is set to `h2` here; the config is re-checked against the
-    /// FIPS policy after that change.
+    /// A server presenting `identity`'s SVID to clients that pass `clients` (checked in the
+    /// TLS handshake, before any [`Handler`] call). Allowed CONNECTs are dialled and forwarded.
     pub fn new(
+        identity: &TlsIdentity,
+        clients: Authorizer,
+        config: ServerConfig,
+        handler: impl Handler,
+    ) -> Result<Self, Error> {
+        Self::from_rustls(identity.server_config(clients)?, config, handler)
+    }
+
+    /// A server on a rustls config you built, e.g. with
+    /// [`fipstun_identity::tls::server_config`] (client certificates required). ALPN is set
+    /// to `h2` and resumption is turned off here; the config is then re-checked against the
+    /// FIPS policy, so a non-FIPS config is refused.
+    pub fn from_rustls(
         mut tls: rustls::ServerConfig,
         config: ServerConfig,
         handler: impl Handler,
@@ -255,6 +311,7 @@ impl HboneServer {
         tls.send_tls13_tickets = 0;
         tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         fipstun_identity::policy::check_server(&tls)?;
+        let security = crate::transport::security_of_server(&tls);
         let (state, _) = watch::channel(State::Running);
         let config_dial = config.upstream_connect_timeout;
         Ok(Self {
@@ -267,6 +324,7 @@ impl HboneServer {
                 metrics: Arc::new(Metrics::default()),
                 state,
                 deliver: None,
+                security,
                 forwarder: Forwarder::new(
                     PlainTcp,
                     AuthorizedByAcceptor,
@@ -282,47 +340,51 @@ impl HboneServer {
     /// [`PendingConnect::reject`]. At most `queue` CONNECTs wait unanswered; beyond that, or
     /// once [`Incoming`] is dropped, they get 503.
     pub fn with_delivery(
+        identity: &TlsIdentity,
+        clients: Authorizer,
+        config: ServerConfig,
+        handler: impl Handler,
+        queue: usize,
+    ) -> Result<(Self, Incoming), Error> {
+        Self::with_delivery_from_rustls(identity.server_config(clients)?, config, handler, queue)
+    }
+
+    /// [`HboneServer::with_delivery`] on a rustls config you built (see
+    /// [`HboneServer::from_rustls`]).
+    pub fn with_delivery_from_rustls(
         tls: rustls::ServerConfig,
         config: ServerConfig,
         handler: impl Handler,
         queue: usize,
     ) -> Result<(Self, Incoming), Error> {
-        let server = Self::new(tls, config, handler)?;
+        let server = Self::from_rustls(tls, config, handler)?;
         let (tx, rx) = mpsc::channel(queue.max(1));
         let inner = Arc::into_inner(server.inner).ok_or(Error::ShuttingDown)?;
+        let security = inner.security.clone();
         let server = Self {
             inner: Arc::new(ServerInner {
                 deliver: Some(tx),
                 ..inner
             }),
         };
-        Ok((server, Incoming { rx }))
+        Ok((server, Incoming { rx, security }))
     }
 
-    /// A server presenting `identity`'s SVID to clients that pass `clients` (checked in the
-    /// TLS handshake, before any [`Handler`] call).
-    pub fn from_identity(
-        identity: &TlsIdentity,
-        clients: Authorizer,
-        config: ServerConfig,
-        handler: impl Handler,
-    ) -> Result<Self, Error> {
-        let tls = fipstun_identity::tls::server_config(
-            &identity.policy,
-            identity.trust.clone(),
-            clients,
-            identity.svid.clone(),
-        )?;
-        Self::new(tls, config, handler)
+    /// What protects this server's connections: the suites and versions its config may
+    /// negotiate and whether it is FIPS.
+    pub fn security(&self) -> SecurityInfo {
+        self.inner.security.clone()
     }
 
     /// Accept connections from `listener` until [`HboneServer::shutdown`] starts; each
-    /// connection runs in its own task. Returns when shutdown begins.
-    pub async fn serve(&self, listener: TcpListener) -> Result<(), Error> {
+    /// connection runs in its own task. Returns when shutdown begins. Accept errors (out of
+    /// file descriptors and the like) are logged and retried, never returned: a serving loop
+    /// has nothing to report but its end.
+    pub async fn serve(&self, listener: TcpListener) {
         let mut state = self.inner.state.subscribe();
         loop {
             if *state.borrow_and_update() != State::Running {
-                return Ok(());
+                return;
             }
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -368,7 +430,7 @@ impl HboneServer {
                 )),
             };
             drop(slot);
-            let (mut conn, peer_id, peer_not_after) = match handshake {
+            let (mut conn, peer_id, peer_not_after, negotiated) = match handshake {
                 Ok(c) => c,
                 Err((kind, message)) => {
                     inner.metrics.handshake_failed(kind);
@@ -439,7 +501,7 @@ impl HboneServer {
                             let peer_id = peer_id.clone();
                             let span = tracing::debug_span!("hbone_stream", stream = respond.stream_id().as_u32());
                             tokio::spawn(async move {
-                                server.handle_stream(req, respond, &peer_id, remote, guard).await;
+                                server.handle_stream(req, respond, (&peer_id, negotiated), remote, guard).await;
                             }.instrument(span));
                         }
                         Some(Err(e)) => break Err(Error::Http2 { peer: remote, source: e }),
@@ -507,6 +569,7 @@ impl HboneServer {
             h2::server::Connection<tokio_rustls::server::TlsStream<TcpStream>, Bytes>,
             SpiffeId,
             std::time::SystemTime,
+            Option<Negotiated>,
         ),
         (HandshakeFailure, String),
     > {
@@ -536,13 +599,14 @@ impl HboneServer {
                 HandshakeFailure::Certificate,
                 "the client certificate has no readable notAfter".to_string(),
             ))?;
+            let negotiated = negotiated(session);
             let conn = cfg
                 .h2
                 .server_builder(cfg.max_streams_per_conn)
                 .handshake(tls)
                 .await
                 .map_err(|e| (HandshakeFailure::Http2, e.to_string()))?;
-            Ok((conn, peer_id, not_after))
+            Ok((conn, peer_id, not_after, negotiated))
         };
         match tokio::time::timeout(cfg.handshake_timeout, fut).await {
             Ok(r) => r,
@@ -557,7 +621,7 @@ impl HboneServer {
         &self,
         req: Request<RecvStream>,
         mut respond: SendResponse<Bytes>,
-        peer_id: &SpiffeId,
+        (peer_id, negotiated): (&SpiffeId, Option<Negotiated>),
         peer_addr: SocketAddr,
         guard: StreamGuard,
     ) {
@@ -616,6 +680,7 @@ impl HboneServer {
             body: Some(body),
             request,
             peer_id: peer_id.clone(),
+            negotiated,
             peer: PeerIdentity::Spiffe(peer_id.clone()),
             target: Target::new(addr),
             peer_addr,
@@ -736,9 +801,15 @@ impl Drop for StreamGuard {
 #[derive(Debug)]
 pub struct Incoming {
     rx: mpsc::Receiver<PendingConnect>,
+    security: SecurityInfo,
 }
 
 impl Incoming {
+    /// What protects the connections these CONNECTs arrive on (the server's config).
+    pub fn security(&self) -> &SecurityInfo {
+        &self.security
+    }
+
     /// The next authorized CONNECT, or `None` once the server is gone.
     pub async fn accept(&mut self) -> Option<PendingConnect> {
         self.rx.recv().await
@@ -752,6 +823,7 @@ pub struct PendingConnect {
     body: Option<RecvStream>,
     request: ConnectRequest,
     peer_id: SpiffeId,
+    negotiated: Option<Negotiated>,
     peer: PeerIdentity,
     /// The request's target as an address (a host name admitted by the [`HostnamePolicy`]
     /// is resolved before the CONNECT is handed on).
@@ -805,6 +877,7 @@ impl PendingConnect {
             body,
             self.peer_addr,
             self.peer_id.clone(),
+            self.negotiated,
             self.request.target().clone(),
             self.metrics.clone(),
             Hold::Server { _guard: guard },
@@ -844,8 +917,9 @@ impl PendingInbound for PendingConnect {
     }
 
     fn establish(self) -> Result<HboneStream, TransportError> {
+        let target = self.target.clone();
         self.accept()
-            .map_err(|e| TransportError::Tunnel(e.to_string()))
+            .map_err(|e| TransportError::tunnel(Some(&target), e))
     }
 
     fn refuse(self, why: Refusal) {

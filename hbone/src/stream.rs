@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
+use fipstun_identity::policy::Negotiated;
 use fipstun_identity::spiffe::SpiffeId;
 use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,6 +47,7 @@ pub struct HboneStream {
     write_shut: bool,
     peer_addr: SocketAddr,
     peer_id: SpiffeId,
+    negotiated: Option<Negotiated>,
     target: Authority,
     metrics: Arc<Metrics>,
     _hold: Hold,
@@ -82,6 +84,7 @@ impl HboneStream {
         recv: RecvStream,
         peer_addr: SocketAddr,
         peer_id: SpiffeId,
+        negotiated: Option<Negotiated>,
         target: Authority,
         metrics: Arc<Metrics>,
         hold: Hold,
@@ -97,6 +100,7 @@ impl HboneStream {
             write_shut: false,
             peer_addr,
             peer_id,
+            negotiated,
             target,
             metrics,
             _hold: hold,
@@ -117,6 +121,12 @@ impl HboneStream {
     /// The target the CONNECT named.
     pub fn target(&self) -> &Authority {
         &self.target
+    }
+
+    /// What this stream's connection negotiated in its TLS handshake: protocol version,
+    /// cipher suite and key-exchange group (`None` only if rustls did not report them).
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        self.negotiated
     }
 }
 

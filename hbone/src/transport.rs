@@ -42,8 +42,9 @@ impl HboneRoute {
     }
 }
 
-/// The security every HBONE connection has under `policy`: what [`HboneTransport::security`]
-/// and [`HboneListener::security`] report, available without building either.
+/// The security every HBONE connection may have under `policy`: what
+/// [`HboneTransport::security`] reports, available without building it. What one connection
+/// actually negotiated is [`crate::HboneStream::negotiated`].
 pub fn security_info(policy: &CryptoPolicy) -> SecurityInfo {
     let negotiable = policy.negotiable();
     SecurityInfo {
@@ -57,16 +58,42 @@ pub fn security_info(policy: &CryptoPolicy) -> SecurityInfo {
     }
 }
 
+/// [`security_info`] read off a server's rustls config (which may not come from a
+/// [`CryptoPolicy`]).
+pub(crate) fn security_of_server(tls: &rustls::ServerConfig) -> SecurityInfo {
+    let suites = &tls.crypto_provider().cipher_suites;
+    let mut versions: Vec<&str> = Vec::new();
+    for s in suites {
+        let v = match s.version().version {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1_3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1_2",
+            _ => "TLS",
+        };
+        if !versions.contains(&v) {
+            versions.push(v);
+        }
+    }
+    SecurityInfo {
+        backend: "hbone",
+        protocol: format!("{} mTLS + HTTP/2 CONNECT (HBONE)", versions.join("/")),
+        cipher: suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        fips: tls.fips() && aws_lc_rs::try_fips_mode().is_ok(),
+    }
+}
+
 /// The HBONE client as a [`Transport`]: each target goes to the node its route names, over the
 /// client's pooled mTLS connections.
 ///
 /// ```no_run
 /// # async fn demo(client: fipstun_hbone::HboneClient, node_id: fipstun_identity::spiffe::SpiffeId) -> Result<(), fipstun_transport::TransportError> {
 /// use fipstun_hbone::{HboneRoute, HboneTransport};
-/// use fipstun_identity::policy::CryptoPolicy;
 /// use fipstun_transport::{FipsRequirement, Target, Transport};
 ///
-/// let t = HboneTransport::new(client, CryptoPolicy::default(), FipsRequirement::Required)?
+/// let t = HboneTransport::new(client, FipsRequirement::Required)?
 ///     .with_default_route(HboneRoute::new("10.0.0.7:15008".parse().unwrap(), node_id));
 /// let stream = t.connect(&Target::new("10.0.0.7:8080".parse().unwrap())).await?;
 /// # Ok(()) }
@@ -80,14 +107,10 @@ pub struct HboneTransport {
 }
 
 impl HboneTransport {
-    /// Wrap `client`, whose TLS follows `policy`. Fails if `requirement` is FIPS and the
-    /// module or policy is not.
-    pub fn new(
-        client: HboneClient,
-        policy: CryptoPolicy,
-        requirement: FipsRequirement,
-    ) -> Result<Self, TransportError> {
-        let security = security_info(&policy);
+    /// Wrap `client`. Fails if `requirement` is FIPS and the module or the client's crypto
+    /// policy is not.
+    pub fn new(client: HboneClient, requirement: FipsRequirement) -> Result<Self, TransportError> {
+        let security = security_info(&client.identity().policy);
         requirement.check(&security)?;
         Ok(Self {
             client,
@@ -122,17 +145,20 @@ impl HboneTransport {
     }
 }
 
+/// The shared error, with the HBONE error (and any rustls error under it) as its source.
 fn to_transport_error(target: &Target, e: Error) -> TransportError {
     match e.rejection() {
         Some(Rejection::Unreachable) => TransportError::Unreachable {
             target: target.clone(),
             reason: e.to_string(),
+            source: Some(e.into()),
         },
         Some(_) => TransportError::Refused {
             target: target.clone(),
             reason: e.to_string(),
+            source: Some(e.into()),
         },
-        None => TransportError::Tunnel(e.to_string()),
+        None => TransportError::tunnel(Some(target), e),
     }
 }
 
@@ -142,7 +168,7 @@ impl Transport for HboneTransport {
     async fn connect(&self, target: &Target) -> Result<HboneStream, TransportError> {
         let route = self.route(target)?;
         self.client
-            .connect(target.addr, route.node, route.expected.clone())
+            .connect(target.clone(), route)
             .await
             .map_err(|e| to_transport_error(target, e))
     }
@@ -166,11 +192,11 @@ pub struct HboneListener {
 }
 
 impl HboneListener {
-    /// Serve the delivery queue `incoming` of a server whose TLS follows `policy`.
-    pub fn new(incoming: Incoming, policy: &CryptoPolicy) -> Self {
+    /// Serve the delivery queue `incoming` of [`crate::HboneServer::with_delivery`].
+    pub fn new(incoming: Incoming) -> Self {
         Self {
+            security: incoming.security().clone(),
             incoming: Mutex::new(incoming),
-            security: security_info(policy),
         }
     }
 }
@@ -196,7 +222,7 @@ impl TunnelListener for HboneListener {
             let peer = PeerIdentity::Spiffe(pending.peer_id().clone());
             let stream = pending
                 .accept()
-                .map_err(|e| TransportError::Tunnel(e.to_string()))?;
+                .map_err(|e| TransportError::tunnel(None, e))?;
             return Ok(Inbound {
                 stream,
                 peer,

@@ -56,7 +56,13 @@ async fn idle_sockets_and_stalled_handshakes_cannot_keep_a_real_client_out() {
     // A real client gets a working stream within 1 s, with every attack socket still open.
     let client = pki.client(ClientConfig::default());
     let real = async {
-        let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+        let mut s = client
+            .connect(
+                target,
+                &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+            )
+            .await
+            .unwrap();
         echo_once(&mut s, b"a real client").await;
     };
     tokio::time::timeout(Duration::from_secs(1), real)
@@ -82,7 +88,7 @@ fn short_lived_client(pki: &Pki, life: Duration) -> HboneClient {
         )
         .unwrap();
     let slot = Arc::new(SvidSlot::new());
-    slot.set(&svid, &CryptoPolicy::default()).unwrap();
+    slot.set(&svid).unwrap();
     let identity = TlsIdentity::new(CryptoPolicy::default(), pki.trust.clone(), slot);
     HboneClient::new(identity, ClientConfig::default()).unwrap()
 }
@@ -98,7 +104,13 @@ async fn a_connection_is_drained_at_the_peer_certificate_not_after() {
     )
     .await;
     let client = short_lived_client(&pki, Duration::from_secs(3));
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"before notAfter").await;
     // The stream stays open across notAfter: after the GOAWAY it gets the drain time, then
     // the connection is closed with it.
@@ -116,7 +128,12 @@ async fn a_connection_is_drained_at_the_peer_certificate_not_after() {
     // And the expired certificate cannot open a new one. (X.509 times are whole seconds and
     // notAfter is inclusive: certificate checks accept it until the end of that second.)
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let again = client.connect(target, srv.addr, server_id()).await;
+    let again = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await;
     assert!(again.is_err(), "{:?}", srv.server.metrics());
 }
 
@@ -133,7 +150,13 @@ async fn a_connection_is_drained_at_the_maximum_age_and_the_client_reconnects() 
     )
     .await;
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"young").await;
     drop(s);
     eventually("the old connection is drained", || {
@@ -142,7 +165,13 @@ async fn a_connection_is_drained_at_the_maximum_age_and_the_client_reconnects() 
     })
     .await;
     // The pool notices the GOAWAY and dials a fresh connection.
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"reconnected").await;
     assert!(srv.server.metrics().connections_opened >= 2);
 }

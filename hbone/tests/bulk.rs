@@ -34,7 +34,13 @@ async fn one_gib_upload_hash_matches_and_client_half_close_keeps_reading() {
     let target = hashing_upstream().await;
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
     let client = pki.client(ClientConfig::default());
-    let mut stream = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut stream = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
 
     let t0 = Instant::now();
     let sent_hash = send_pattern(&mut stream, GIB).await;
@@ -84,7 +90,13 @@ async fn one_gib_download_hash_matches_and_upstream_half_close_keeps_writing() {
     });
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
     let client = pki.client(ClientConfig::default());
-    let mut stream = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut stream = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
 
     let t0 = Instant::now();
     let (n, got) = hash_to_eof(&mut stream).await;

@@ -10,14 +10,12 @@ use common::*;
 use fipstun_hbone::{
     AllowAll, ClientConfig, HboneListener, HboneRoute, HboneTransport, ServerConfig,
 };
-use fipstun_identity::policy::CryptoPolicy;
 use fipstun_transport::conformance::{self, Upstreams};
 use fipstun_transport::{FipsRequirement, Forwarder, ForwarderConfig, PlainTcp, Transport};
 
 fn transport(pki: &Pki, node: std::net::SocketAddr) -> HboneTransport {
     HboneTransport::new(
         pki.client(ClientConfig::default()),
-        CryptoPolicy::default(),
         FipsRequirement::Required,
     )
     .unwrap()
@@ -81,7 +79,7 @@ async fn delivery_queue_with_the_one_forwarder_passes_the_suite_and_the_policy()
 async fn delivery_listener_hands_out_established_streams() {
     let pki = Pki::new();
     let (_server, addr, incoming) = delivery_server(&pki, AllowAll, 256).await;
-    let inbound = Arc::new(HboneListener::new(incoming, &CryptoPolicy::default()));
+    let inbound = Arc::new(HboneListener::new(incoming));
     assert!(fipstun_transport::TunnelListener::security(&*inbound).fips);
     let u = Upstreams::start().await.unwrap();
     let fwd = Forwarder::new(PlainTcp, u.policy(), ForwarderConfig::default());
@@ -96,7 +94,6 @@ async fn no_route_is_a_typed_error() {
     let pki = Pki::new();
     let t = HboneTransport::new(
         pki.client(ClientConfig::default()),
-        CryptoPolicy::default(),
         FipsRequirement::Required,
     )
     .unwrap();

@@ -28,7 +28,10 @@ async fn accepted_connect_becomes_an_application_stream() {
         s.shutdown().await.unwrap();
     });
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(target, &fipstun_hbone::HboneRoute::new(addr, server_id()))
+        .await
+        .unwrap();
     s.write_all(b"hello").await.unwrap();
     s.shutdown().await.unwrap();
     let mut back = Vec::new();
@@ -56,9 +59,15 @@ async fn rejected_or_dropped_connects_get_their_status() {
         drop(incoming.accept().await.unwrap());
     });
     let client = pki.client(ClientConfig::default());
-    let err = client.connect(target, addr, server_id()).await.unwrap_err();
+    let err = client
+        .connect(target, &fipstun_hbone::HboneRoute::new(addr, server_id()))
+        .await
+        .unwrap_err();
     assert_eq!(err.rejection(), Some(Rejection::Forbidden), "{err}");
-    let err = client.connect(target, addr, server_id()).await.unwrap_err();
+    let err = client
+        .connect(target, &fipstun_hbone::HboneRoute::new(addr, server_id()))
+        .await
+        .unwrap_err();
     assert_eq!(err.rejection(), Some(Rejection::Unreachable), "{err}");
     app.await.unwrap();
 }
@@ -70,7 +79,10 @@ async fn handler_still_runs_first_and_closed_incoming_means_503() {
         delivery_server(&pki, |_: &ConnectContext<'_>| Decision::Unauthorized, 8).await;
     let target = closed_port().await;
     let client = pki.client(ClientConfig::default());
-    let err = client.connect(target, addr, server_id()).await.unwrap_err();
+    let err = client
+        .connect(target, &fipstun_hbone::HboneRoute::new(addr, server_id()))
+        .await
+        .unwrap_err();
     assert_eq!(err.rejection(), Some(Rejection::Unauthorized), "{err}");
 
     let (_server, addr, incoming2) = delivery_server(&pki, AllowAll, 8).await;
@@ -78,7 +90,7 @@ async fn handler_still_runs_first_and_closed_incoming_means_503() {
     drop(incoming);
     let err = tokio::time::timeout(
         Duration::from_secs(5),
-        client.connect(target, addr, server_id()),
+        client.connect(target, &fipstun_hbone::HboneRoute::new(addr, server_id())),
     )
     .await
     .unwrap()

@@ -35,7 +35,13 @@ async fn half_closed_client_keeps_receiving_until_the_upstream_closes() {
     });
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     s.write_all(b"request, then FIN").await.unwrap();
     s.shutdown().await.unwrap();
     let (n, got) = tokio::time::timeout(Duration::from_secs(20), hash_to_eof(&mut s))
@@ -81,7 +87,10 @@ async fn stalled_client_is_cut_by_keepalive_while_the_upstream_pushes() {
     let proxy = Proxy::start(srv.addr).await;
     let client = pki.client(ClientConfig::default());
     let mut s = client
-        .connect(target, proxy.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(proxy.addr, server_id()),
+        )
         .await
         .unwrap();
     let mut buf = vec![0u8; 256 * 1024];
@@ -104,7 +113,7 @@ async fn stalled_client_is_cut_by_keepalive_while_the_upstream_pushes() {
     let (echo, _) = echo_upstream().await;
     let mut s2 = pki
         .client(ClientConfig::default())
-        .connect(echo, srv.addr, server_id())
+        .connect(echo, &fipstun_hbone::HboneRoute::new(srv.addr, server_id()))
         .await
         .unwrap();
     echo_once(&mut s2, b"next").await;
@@ -164,7 +173,7 @@ async fn client_reset_mid_stream_closes_the_upstream_and_the_server_keeps_servin
     let (echo, _) = echo_upstream().await;
     let mut s2 = pki
         .client(ClientConfig::default())
-        .connect(echo, srv.addr, server_id())
+        .connect(echo, &fipstun_hbone::HboneRoute::new(srv.addr, server_id()))
         .await
         .unwrap();
     echo_once(&mut s2, b"next").await;
@@ -188,7 +197,13 @@ async fn upstream_reset_mid_stream_resets_only_that_stream() {
     });
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     s.write_all(b"hello").await.unwrap();
     let mut got = Vec::new();
     let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
@@ -200,7 +215,10 @@ async fn upstream_reset_mid_stream_resets_only_that_stream() {
     drop(s);
 
     let (echo, _) = echo_upstream().await;
-    let mut s2 = client.connect(echo, srv.addr, server_id()).await.unwrap();
+    let mut s2 = client
+        .connect(echo, &fipstun_hbone::HboneRoute::new(srv.addr, server_id()))
+        .await
+        .unwrap();
     echo_once(&mut s2, b"same connection").await;
     assert_eq!(client.pooled_connections(), 1);
     assert_eq!(srv.server.metrics().connections_opened, 1);

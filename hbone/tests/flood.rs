@@ -78,7 +78,7 @@ async fn ten_thousand_connection_flood_is_bounded_and_the_server_recovers() {
 
     let pki = Pki::new();
     let (target, _) = echo_upstream().await;
-    let server = HboneServer::from_identity(
+    let server = HboneServer::new(
         &pki.identity(&server_id()),
         Authorizer::trust_domains([pki.td.clone()]),
         ServerConfig::default()
@@ -95,12 +95,15 @@ async fn ten_thousand_connection_flood_is_bounded_and_the_server_recovers() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn({
         let server = server.clone();
-        async move { server.serve(listener).await.unwrap() }
+        async move { server.serve(listener).await }
     });
     // One real stream first, so that lazily built state is part of the baseline.
     {
         let client = pki.client(ClientConfig::default());
-        let mut s = client.connect(target, addr, server_id()).await.unwrap();
+        let mut s = client
+            .connect(target, &fipstun_hbone::HboneRoute::new(addr, server_id()))
+            .await
+            .unwrap();
         echo_once(&mut s, b"warm-up").await;
     }
 
@@ -217,7 +220,10 @@ async fn ten_thousand_connection_flood_is_bounded_and_the_server_recovers() {
 
     // A legitimate client gets a stream through right after.
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(target, &fipstun_hbone::HboneRoute::new(addr, server_id()))
+        .await
+        .unwrap();
     echo_once(&mut s, b"after the flood").await;
     assert_eq!(server.metrics().connections_opened, 2);
 }

@@ -154,7 +154,13 @@ async fn header_block_far_over_the_limit_ends_the_connection_with_goaway() {
 
     // A fresh client right after.
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"still serving").await;
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
@@ -276,7 +282,13 @@ async fn continuation_flood_is_cut_with_goaway() {
     .await;
 
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"still serving").await;
     assert_eq!(srv.server.metrics().connections_opened, 3);
 }

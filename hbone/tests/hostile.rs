@@ -77,7 +77,10 @@ async fn hostile_handshakes_are_closed_and_the_server_keeps_serving() {
     // A real client still gets through, on a fresh connection.
     let client = pki.client(ClientConfig::default());
     let mut s = client
-        .connect(upstream, running.addr, server_id())
+        .connect(
+            upstream,
+            &fipstun_hbone::HboneRoute::new(running.addr, server_id()),
+        )
         .await
         .unwrap();
     echo_once(&mut s, b"still serving").await;

@@ -205,7 +205,10 @@ async fn our_client_tunnels_through_a_python_h2_server() {
     let req = ConnectRequest::new(target)
         .with_traceparent(TraceParent::parse(tp).unwrap())
         .with_forwarded(Forwarded::for_ip("10.0.0.9".parse().unwrap()));
-    let mut stream = client.connect_with(req, peer, server_id()).await.unwrap();
+    let mut stream = client
+        .connect_with(req, &fipstun_hbone::HboneRoute::new(peer, server_id()))
+        .await
+        .unwrap();
     assert_eq!(stream.peer_identity(), &server_id());
     let sent = send_pattern(&mut stream, 3 << 20).await;
     stream.shutdown().await.unwrap();

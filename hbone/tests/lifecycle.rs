@@ -20,7 +20,13 @@ async fn drain_lets_active_streams_finish_and_refuses_new_ones() {
     )
     .await;
     let client = pki.client(ClientConfig::default());
-    let mut active = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut active = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut active, b"before drain").await;
 
     let t0 = Instant::now();
@@ -37,7 +43,10 @@ async fn drain_lets_active_streams_finish_and_refuses_new_ones() {
     // New streams fail cleanly: GOAWAY on the pooled connection, and the listener is gone.
     let err = tokio::time::timeout(
         Duration::from_secs(5),
-        client.connect(target, srv.addr, server_id()),
+        client.connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        ),
     )
     .await
     .expect("a new stream during drain must fail, not hang")
@@ -80,7 +89,13 @@ async fn drain_timeout_closes_streams_that_do_not_finish() {
     )
     .await;
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"x").await;
     let t0 = Instant::now();
     srv.server.shutdown().await;
@@ -107,7 +122,10 @@ async fn peer_killed_mid_stream_errors_evicts_and_next_connect_works() {
     let proxy = Proxy::start(srv.addr).await;
     let client = pki.client(ClientConfig::default());
     let mut s = client
-        .connect(target, proxy.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(proxy.addr, server_id()),
+        )
         .await
         .unwrap();
     echo_once(&mut s, b"before").await;
@@ -145,7 +163,10 @@ async fn peer_killed_mid_stream_errors_evicts_and_next_connect_works() {
     // A fresh server: the next connect works.
     let srv2 = start_server(&pki, ServerConfig::default(), AllowAll).await;
     let mut s2 = client
-        .connect(target, srv2.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv2.addr, server_id()),
+        )
         .await
         .unwrap();
     echo_once(&mut s2, b"after").await;
@@ -164,7 +185,13 @@ async fn server_task_aborted_fails_the_stream_cleanly() {
     )
     .await;
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"x").await;
     srv.task.abort();
     srv.server.shutdown().await;
@@ -174,7 +201,10 @@ async fn server_task_aborted_fails_the_stream_cleanly() {
         .expect("stream hung after its server died");
     assert!(r.is_err(), "{r:?}");
     let err = client
-        .connect(target, srv.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
         .await
         .unwrap_err();
     match err {
@@ -194,12 +224,26 @@ async fn connection_limit_refuses_extra_connections() {
     )
     .await;
     let first = pki.client(ClientConfig::default());
-    let mut s = first.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = first
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"one").await;
     // The second completes its handshake (handshakes have their own slots), then finds the
     // established limit reached and is closed before any stream.
     let second = pki.client(ClientConfig::default());
-    assert!(second.connect(target, srv.addr, server_id()).await.is_err());
+    assert!(
+        second
+            .connect(
+                target,
+                &fipstun_hbone::HboneRoute::new(srv.addr, server_id())
+            )
+            .await
+            .is_err()
+    );
     assert!(srv.server.metrics().connections_refused >= 1);
     // The first connection is unaffected.
     echo_once(&mut s, b"two").await;
@@ -300,7 +344,13 @@ async fn every_connection_is_verified_against_the_current_trust_bundle() {
     let (target, _) = echo_upstream().await;
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
     let client = pki.client(ClientConfig::default().with_idle_timeout(Duration::from_millis(50)));
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"trusted").await;
     drop(s);
     eventually("idle connection released", || {
@@ -309,7 +359,10 @@ async fn every_connection_is_verified_against_the_current_trust_bundle() {
     .await;
     pki.trust.replace(BundleSet::new());
     let err = client
-        .connect(target, srv.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
         .await
         .unwrap_err();
     match &err {
@@ -341,7 +394,10 @@ async fn client_killed_mid_stream_frees_the_server_side() {
     let proxy = Proxy::start(srv.addr).await;
     let client = pki.client(ClientConfig::default());
     let mut s = client
-        .connect(target, proxy.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(proxy.addr, server_id()),
+        )
         .await
         .unwrap();
     s.write_all(&[1u8; 100_000]).await.unwrap();
@@ -391,7 +447,10 @@ async fn server_keepalive_closes_a_hung_client() {
     let proxy = Proxy::start(srv.addr).await;
     let client = pki.client(ClientConfig::default());
     let mut s = client
-        .connect(target, proxy.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(proxy.addr, server_id()),
+        )
         .await
         .unwrap();
     s.write_all(b"hello").await.unwrap();

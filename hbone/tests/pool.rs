@@ -27,7 +27,10 @@ async fn thousand_concurrent_streams_use_ten_connections() {
             let barrier = barrier.clone();
             let peer = srv.addr;
             tokio::spawn(async move {
-                let mut s = client.connect(target, peer, server_id()).await.unwrap();
+                let mut s = client
+                    .connect(target, &fipstun_hbone::HboneRoute::new(peer, server_id()))
+                    .await
+                    .unwrap();
                 barrier.wait().await;
                 let msg = format!("stream {i} ").repeat(100);
                 s.write_all(msg.as_bytes()).await.unwrap();
@@ -77,7 +80,8 @@ async fn streams_never_exceed_the_peers_settings() {
     let client = pki.client(ClientConfig::default().with_max_streams_per_conn(100));
     let mut open = Vec::new();
     for _ in 0..3 {
-        let connect = client.connect(target, srv.addr, server_id());
+        let route = fipstun_hbone::HboneRoute::new(srv.addr, server_id());
+        let connect = client.connect(target, &route);
         let mut s = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
             .expect("a stream queued behind the peer's limit instead of a new connection")
@@ -100,7 +104,13 @@ async fn sequential_streams_reuse_one_connection() {
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
     let client = pki.client(ClientConfig::default());
     for _ in 0..20 {
-        let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+        let mut s = client
+            .connect(
+                target,
+                &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+            )
+            .await
+            .unwrap();
         echo_once(&mut s, b"again").await;
     }
     assert_eq!(client.metrics().connections_opened, 1);
@@ -113,7 +123,13 @@ async fn idle_connections_are_released() {
     let (target, _) = echo_upstream().await;
     let srv = start_server(&pki, ServerConfig::default(), AllowAll).await;
     let client = pki.client(ClientConfig::default().with_idle_timeout(Duration::from_millis(200)));
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"one").await;
     // Busy connections stay, however long.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -137,7 +153,13 @@ async fn idle_connections_are_released() {
         0,
         "server saw the close"
     );
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"two").await;
     assert_eq!(client.metrics().connections_opened, 2);
 }
@@ -153,7 +175,13 @@ async fn server_idle_timeout_sends_goaway_and_client_evicts() {
     )
     .await;
     let client = pki.client(ClientConfig::default());
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"one").await;
     drop(s);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -164,7 +192,13 @@ async fn server_idle_timeout_sends_goaway_and_client_evicts() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"two").await;
     assert_eq!(client.metrics().connections_opened, 2);
 }
@@ -180,7 +214,10 @@ async fn keepalive_detects_a_hung_peer() {
             .with_keepalive(Duration::from_millis(100), Duration::from_millis(300)),
     );
     let mut s = client
-        .connect(target, proxy.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(proxy.addr, server_id()),
+        )
         .await
         .unwrap();
     echo_once(&mut s, b"alive").await;
@@ -223,13 +260,26 @@ async fn one_dial_per_key_is_shared_and_blocks_no_other_key() {
     let waiting: Vec<_> = (0..50)
         .map(|_| {
             let client = client.clone();
-            tokio::spawn(async move { client.connect(target, silent_addr, server_id()).await })
+            tokio::spawn(async move {
+                client
+                    .connect(
+                        target,
+                        &fipstun_hbone::HboneRoute::new(silent_addr, server_id()),
+                    )
+                    .await
+            })
         })
         .collect();
     // While that dial hangs, another peer (another pool key) is reachable at once.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t0 = Instant::now();
-    let mut s = client.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = client
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"not blocked").await;
     assert!(
         t0.elapsed() < Duration::from_millis(650),

@@ -40,7 +40,10 @@ async fn unauthorized_peer_gets_401_and_no_upstream_connect() {
     .await;
     let client = pki.client(ClientConfig::default());
     let err = client
-        .connect(target, srv.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.rejection(), Some(Rejection::Unauthorized), "{err}");
@@ -68,7 +71,13 @@ async fn unauthorized_peer_gets_401_and_no_upstream_connect() {
         ClientConfig::default(),
     )
     .unwrap();
-    let mut s = other.connect(target, srv.addr, server_id()).await.unwrap();
+    let mut s = other
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
+        .await
+        .unwrap();
     echo_once(&mut s, b"allowed").await;
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
@@ -85,7 +94,10 @@ async fn forbidden_gets_403_and_no_upstream_connect() {
     .await;
     let client = pki.client(ClientConfig::default());
     let err = client
-        .connect(target, srv.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.rejection(), Some(Rejection::Forbidden), "{err}");
@@ -121,7 +133,10 @@ async fn handler_sees_peer_identity_target_and_typed_headers() {
         .unwrap()
         .with_forwarded(Forwarded::for_addr("10.1.2.3:4567".parse().unwrap()));
     let mut s = client
-        .connect_with(req.clone(), srv.addr, server_id())
+        .connect_with(
+            req.clone(),
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
         .await
         .unwrap();
     echo_once(&mut s, b"x").await;
@@ -144,7 +159,7 @@ async fn hostname_authority_gets_400_unless_allowed() {
         port: 80,
     });
     let err = client
-        .connect_with(req, srv.addr, server_id())
+        .connect_with(req, &fipstun_hbone::HboneRoute::new(srv.addr, server_id()))
         .await
         .unwrap_err();
     assert_eq!(err.rejection(), Some(Rejection::BadRequest), "{err}");
@@ -164,7 +179,10 @@ async fn hostname_allowed_by_policy_is_dialed() {
         host: "localhost".into(),
         port: target.port(),
     });
-    match client.connect_with(req, srv.addr, server_id()).await {
+    match client
+        .connect_with(req, &fipstun_hbone::HboneRoute::new(srv.addr, server_id()))
+        .await
+    {
         Ok(mut s) => {
             echo_once(&mut s, b"via name").await;
             assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -223,7 +241,10 @@ async fn unreachable_target_gets_503() {
     let client = pki.client(ClientConfig::default());
     let target = closed_port().await;
     let err = client
-        .connect(target, srv.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.rejection(), Some(Rejection::Unreachable), "{err}");
@@ -243,7 +264,7 @@ async fn wrong_server_identity_fails_in_the_handshake() {
     let client = pki.client(ClientConfig::default());
     let expected = SpiffeId::parse("spiffe://example.org/ns/other/sa/ztunnel").unwrap();
     let err = client
-        .connect(target, srv.addr, expected)
+        .connect(target, &fipstun_hbone::HboneRoute::new(srv.addr, expected))
         .await
         .unwrap_err();
     match &err {
@@ -279,7 +300,10 @@ async fn client_from_untrusted_domain_is_refused_in_the_handshake() {
     id.trust = pki.trust.clone();
     let client = fipstun_hbone::HboneClient::new(id, ClientConfig::default()).unwrap();
     let err = client
-        .connect(target, srv.addr, server_id())
+        .connect(
+            target,
+            &fipstun_hbone::HboneRoute::new(srv.addr, server_id()),
+        )
         .await
         .unwrap_err();
     match &err {

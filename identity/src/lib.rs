@@ -5,6 +5,7 @@
 //! - [`keys`]: ECDSA P-256/P-384 keys (zeroized on drop) and PKCS#10 CSRs.
 //! - [`ca`]: the embedded CA ([`ca::SvidIssuer`]) that signs SVIDs from CSRs.
 //! - [`svid`]: X.509-SVIDs and their validation per the X.509-SVID spec.
+//! - [`files`]: an SVID and its bundle from PEM files or memory, checked together.
 //! - [`bundle`]: trust bundles, federation sets, and a swappable [`bundle::TrustStore`].
 //! - [`tls`]: rustls verifiers that check chain *and* SPIFFE ID inside the handshake, and
 //!   resolvers backed by a swappable current SVID.
@@ -27,8 +28,8 @@
 //! let server_id = SpiffeId::parse("spiffe://example.org/ns/prod/sa/db")?;
 //! let client_id = SpiffeId::parse("spiffe://example.org/ns/prod/sa/web")?;
 //! let (server_slot, client_slot) = (Arc::new(SvidSlot::new()), Arc::new(SvidSlot::new()));
-//! server_slot.set(&ca.issue(&server_id, KeyAlgorithm::EcdsaP256, None)?, &policy)?;
-//! client_slot.set(&ca.issue(&client_id, KeyAlgorithm::EcdsaP256, None)?, &policy)?;
+//! server_slot.set(&ca.issue(&server_id, KeyAlgorithm::EcdsaP256, None)?)?;
+//! client_slot.set(&ca.issue(&client_id, KeyAlgorithm::EcdsaP256, None)?)?;
 //!
 //! // The server admits only web; the client only talks to db. Both checks run in the handshake.
 //! let server = server_config(&policy, trust.clone(), Authorizer::ids([client_id.clone()]), server_slot)?;
@@ -55,6 +56,7 @@
 
 pub mod bundle;
 pub mod ca;
+pub mod files;
 pub mod keys;
 pub mod manager;
 pub mod policy;
@@ -62,6 +64,11 @@ pub mod rotation;
 pub mod spiffe;
 pub mod svid;
 pub mod tls;
+
+// The foreign crates whose types this crate's API takes and returns, so a dependent names the
+// exact versions fipstun is built with (the FIPS line pins them: see the workspace manifest).
+pub use rustls;
+pub use rustls_pki_types as pki_types;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -94,4 +101,20 @@ pub enum Error {
     /// Encoding a certificate or CSR failed.
     #[error("encoding: {0}")]
     Encoding(String),
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A file was read but its content is refused.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it is refused.
+        source: Box<Error>,
+    },
 }

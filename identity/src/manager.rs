@@ -22,7 +22,6 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::Error;
 use crate::ca::SvidIssuer;
 use crate::keys::{KeyAlgorithm, PrivateKey, csr_for};
-use crate::policy::CryptoPolicy;
 use crate::rotation::{Action, RotationPolicy, RotationSchedule};
 use crate::spiffe::SpiffeId;
 use crate::svid::Svid;
@@ -168,8 +167,6 @@ pub struct ManagerConfig {
     pub max_concurrent_requests: usize,
     /// Forget an identity this long after its last use once no one holds its slot.
     pub forget_after: Duration,
-    /// The FIPS policy the SVID keys are loaded under.
-    pub policy: CryptoPolicy,
     /// Seed for the jitter generator (tests); `None` seeds from the OS.
     pub jitter_seed: Option<u64>,
 }
@@ -182,7 +179,6 @@ impl Default for ManagerConfig {
             ttl: None,
             max_concurrent_requests: 8,
             forget_after: Duration::from_secs(300),
-            policy: CryptoPolicy::default(),
             jitter_seed: None,
         }
     }
@@ -498,7 +494,7 @@ async fn renew(inner: Arc<Inner>, id: SpiffeId, urgent: bool) {
         };
         e.in_flight = false;
         match result {
-            Ok(svid) => match e.slot.set(&svid, &inner.config.policy) {
+            Ok(svid) => match e.slot.set(&svid) {
                 Ok(()) => {
                     e.schedule
                         .on_issued(now, svid.not_before(), svid.not_after(), jitter);

@@ -95,6 +95,7 @@ pub enum PolicyError {
 pub struct CryptoPolicy {
     tls12: bool,
     hybrid_kex: bool,
+    aes128_first: bool,
 }
 
 // TLS 1.3 suites, preferred first.
@@ -180,6 +181,7 @@ impl CryptoPolicy {
         Self {
             tls12: false,
             hybrid_kex: false,
+            aes128_first: false,
         }
     }
 
@@ -200,6 +202,19 @@ impl CryptoPolicy {
         self
     }
 
+    /// Prefer AES-128-GCM over AES-256-GCM (both stay allowed). AES-256 is preferred by
+    /// default; AES-128 costs fewer rounds per block, which a bulk path may want. In TLS 1.3
+    /// the server follows the client's order (rustls' default), so the client's policy decides.
+    pub const fn with_aes128_first(mut self, on: bool) -> Self {
+        self.aes128_first = on;
+        self
+    }
+
+    /// Whether AES-128-GCM is preferred over AES-256-GCM.
+    pub const fn aes128_first(&self) -> bool {
+        self.aes128_first
+    }
+
     /// Whether TLS 1.2 is allowed.
     pub const fn tls12(&self) -> bool {
         self.tls12
@@ -217,6 +232,15 @@ impl CryptoPolicy {
         let mut suites = TLS13_SUITES.to_vec();
         if self.tls12 {
             suites.extend_from_slice(TLS12_SUITES);
+        }
+        if self.aes128_first {
+            // Stable: within each version and signature family, AES-128 moves ahead.
+            suites.sort_by_key(|s| {
+                (
+                    s.version().version != rustls::ProtocolVersion::TLSv1_3,
+                    !name_of_suite(s.suite()).contains("AES_128"),
+                )
+            });
         }
         let mut groups: Vec<&'static dyn SupportedKxGroup> = Vec::with_capacity(3);
         if self.hybrid_kex {
@@ -573,5 +597,39 @@ mod tests {
         assert!(p.cipher_suites.iter().all(|s| s.tls13().is_some()));
         let groups: Vec<_> = p.kx_groups.iter().map(|g| g.name()).collect();
         assert_eq!(groups, vec![NamedGroup::secp256r1, NamedGroup::secp384r1]);
+    }
+}
+
+/// What one finished handshake negotiated: protocol, record cipher and key exchange. Read it
+/// per connection ([`negotiated`]); a policy only says what *may* be negotiated
+/// ([`CryptoPolicy::negotiable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The protocol version, e.g. `TLSv1_3`.
+    pub protocol_version: ProtocolVersion,
+    /// The record cipher suite, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher_suite: CipherSuite,
+    /// The key-exchange group, e.g. `secp256r1`.
+    pub kx_group: NamedGroup,
+}
+
+/// What `conn`'s handshake negotiated, once it has finished (`None` before).
+pub fn negotiated(conn: &rustls::CommonState) -> Option<Negotiated> {
+    Some(Negotiated {
+        protocol_version: conn.protocol_version()?,
+        cipher_suite: conn.negotiated_cipher_suite()?.suite(),
+        kx_group: conn.negotiated_key_exchange_group()?.name(),
+    })
+}
+
+impl fmt::Display for Negotiated {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            name_of_version(self.protocol_version),
+            name_of_suite(self.cipher_suite),
+            name_of_group(self.kx_group)
+        )
     }
 }

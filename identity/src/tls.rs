@@ -265,13 +265,14 @@ impl SvidSlot {
         Self::default()
     }
 
-    /// Install `svid` as the one presented from now on. The key is loaded through the policy's
-    /// (FIPS) key provider.
-    pub fn set(&self, svid: &Svid, policy: &CryptoPolicy) -> Result<(), Error> {
+    /// Install `svid` as the one presented from now on. The key is loaded through the FIPS
+    /// module's key provider (the same for every [`CryptoPolicy`]: policies differ in suites
+    /// and groups, never in how keys are held).
+    pub fn set(&self, svid: &Svid) -> Result<(), Error> {
         let certified = CertifiedKey::from_der(
             svid.chain().to_vec(),
             svid.key().to_rustls(),
-            &policy.provider(),
+            &CryptoPolicy::default().provider(),
         )
         .map_err(|e| Error::Key(format!("rustls refused the SVID key: {e}")))?;
         self.current.store(Some(Arc::new(CurrentSvid {

@@ -459,11 +459,8 @@ struct Side {
 
 fn side(ca: &SvidIssuer, who: &str) -> Side {
     let slot = Arc::new(SvidSlot::new());
-    slot.set(
-        &ca.issue(&id(who), KeyAlgorithm::EcdsaP256, None).unwrap(),
-        &CryptoPolicy::default(),
-    )
-    .unwrap();
+    slot.set(&ca.issue(&id(who), KeyAlgorithm::EcdsaP256, None).unwrap())
+        .unwrap();
     Side { slot }
 }
 
@@ -616,7 +613,6 @@ fn handshake_refusals_carry_the_rustls_kind() {
                 SystemTime::now() - Duration::from_secs(7200),
             )
             .unwrap(),
-            &policy,
         )
         .unwrap();
     let (_, se) = handshake(client_with(expired), server()).unwrap_err();
@@ -683,7 +679,6 @@ fn verifier_clock_can_be_set_for_virtual_time() {
 #[test]
 fn slot_swaps_atomically_and_reports_expiry() {
     let ca = root("example.org");
-    let policy = CryptoPolicy::default();
     let slot = SvidSlot::new();
     assert!(slot.current().is_none());
     let a = ca
@@ -693,13 +688,13 @@ fn slot_swaps_atomically_and_reports_expiry() {
             Some(Duration::from_secs(600)),
         )
         .unwrap();
-    slot.set(&a, &policy).unwrap();
+    slot.set(&a).unwrap();
     let left = slot.seconds_to_expiry(SystemTime::now()).unwrap();
     assert!((595.0..=600.5).contains(&left), "{left}");
     let b = ca
         .issue(&id("spiffe://example.org/b"), KeyAlgorithm::EcdsaP256, None)
         .unwrap();
-    slot.set(&b, &policy).unwrap();
+    slot.set(&b).unwrap();
     assert_eq!(slot.current().unwrap().id, id("spiffe://example.org/b"));
     slot.clear();
     assert!(slot.current().is_none());

@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use fipstun_identity::bundle::{BundleSet, TrustStore};
-use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::spiffe::SpiffeId;
 use fipstun_identity::tls::SvidSlot;
 use futures_util::StreamExt;
@@ -210,8 +209,6 @@ pub struct WorkloadConfig {
     pub socket: EndpointSocket,
     /// Take the SVID for this ID; `None` takes the first (the agent's default).
     pub expected_id: Option<SpiffeId>,
-    /// The FIPS policy SVID keys are loaded under.
-    pub policy: CryptoPolicy,
     /// First reconnect delay; doubles per failure.
     pub initial_backoff: Duration,
     /// Longest reconnect delay.
@@ -228,7 +225,6 @@ impl WorkloadConfig {
         Self {
             socket,
             expected_id: None,
-            policy: CryptoPolicy::default(),
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
@@ -433,7 +429,7 @@ fn install(
                 reason,
             })?;
     // The SVID first: if rustls refuses its key nothing has changed yet.
-    slot.set(&context.svid, &config.policy)?;
+    slot.set(&context.svid)?;
     trust.replace(context.bundles);
     Ok(context.svid.id().clone())
 }

@@ -81,7 +81,6 @@ async fn start_server(issuer: Arc<SvidIssuer>, server: IstioCaServer) -> Plane {
         &issuer
             .issue(&istiod(), KeyAlgorithm::EcdsaP256, None)
             .unwrap(),
-        &policy,
     )
     .unwrap();
     let tls = IstioCaServer::tls_config(
@@ -302,7 +301,6 @@ async fn a_client_svid_authenticates_renewals_without_a_token() {
             .issuer
             .issue(&web(), KeyAlgorithm::EcdsaP256, None)
             .unwrap(),
-        &CryptoPolicy::default(),
     )
     .unwrap();
     client.present_client_svid(slot);

@@ -531,7 +531,6 @@ async fn configs_built_once_follow_workload_api_rotations() {
             &issuer
                 .issue(&client_id, KeyAlgorithm::EcdsaP256, None)
                 .unwrap(),
-            &policy,
         )
         .unwrap();
     let client_trust = TrustStore::new(BundleSet::new().with(issuer.bundle().clone()));

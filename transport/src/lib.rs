@@ -37,6 +37,8 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use fipstun_identity::spiffe::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -159,7 +161,14 @@ impl FipsRequirement {
     }
 }
 
-/// Errors any backend can report.
+/// A backend's own error, kept whole under a [`TransportError`] so that a caller can walk
+/// [`std::error::Error::source`] and downcast to the backend's typed cause (for HBONE a
+/// `fipstun_hbone::Error` holding the rustls error or alert, for WireGuard a
+/// `fipstun_wireguard::WgError`). [`TransportError::find_cause`] does the walk.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors any backend can report. The variants say what happened in terms every backend
+/// shares; the backend's own typed error is the [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
@@ -174,13 +183,15 @@ pub enum TransportError {
     /// No configured peer serves this target.
     #[error("no peer serves {0}")]
     NoRoute(Target),
-    /// The peer refused the stream (not authorized).
+    /// The peer refused the stream (not authorized, or over a limit).
     #[error("{target}: the peer refused the stream: {reason}")]
     Refused {
         /// The target asked for.
         target: Target,
-        /// What the peer said.
+        /// What the peer said, in a word or a sentence (`policy`, `overloaded`, ...).
         reason: String,
+        /// The backend's typed error, if it has one.
+        source: Option<BoxError>,
     },
     /// The peer could not reach the target.
     #[error("{target}: the peer could not reach it: {reason}")]
@@ -189,10 +200,18 @@ pub enum TransportError {
         target: Target,
         /// What the peer said.
         reason: String,
+        /// The backend's typed error, if it has one.
+        source: Option<BoxError>,
     },
-    /// The tunnel to the peer failed (handshake, I/O, protocol).
-    #[error("tunnel to the peer failed: {0}")]
-    Tunnel(String),
+    /// The tunnel to the peer failed (handshake, I/O, protocol). The source is the backend's
+    /// typed error: match on it with [`TransportError::find_cause`].
+    #[error("tunnel{} failed: {source}", target.as_ref().map(|t| format!(" for {t}")).unwrap_or_default())]
+    Tunnel {
+        /// The target the stream was for, when the failure belongs to one stream.
+        target: Option<Target>,
+        /// What failed, typed by the backend.
+        source: BoxError,
+    },
     /// The listener or transport was shut down.
     #[error("the transport is closed")]
     Closed,
@@ -202,6 +221,53 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// The peer refused a stream to `target` for `reason`, with no typed cause.
+    pub fn refused(target: &Target, reason: impl Into<String>) -> Self {
+        Self::Refused {
+            target: target.clone(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The peer could not reach `target`, for `reason`, with no typed cause.
+    pub fn unreachable(target: &Target, reason: impl Into<String>) -> Self {
+        Self::Unreachable {
+            target: target.clone(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The tunnel for `target` (if the failure is one stream's) failed with `source`.
+    pub fn tunnel(target: Option<&Target>, source: impl Into<BoxError>) -> Self {
+        Self::Tunnel {
+            target: target.cloned(),
+            source: source.into(),
+        }
+    }
+
+    /// The first error of type `E` in this error's [`source`](std::error::Error::source)
+    /// chain: how a caller matches a backend's typed cause through the [`Transport`] trait.
+    ///
+    /// ```
+    /// use fipstun_transport::{Target, TransportError};
+    ///
+    /// let e = TransportError::tunnel(None, std::io::Error::from(std::io::ErrorKind::TimedOut));
+    /// let io = e.find_cause::<std::io::Error>().unwrap();
+    /// assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
+    /// ```
+    pub fn find_cause<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = next {
+            if let Some(found) = e.downcast_ref::<E>() {
+                return Some(found);
+            }
+            next = e.source();
+        }
+        None
+    }
+
     /// A short label for metrics: `fips_required`, `no_route`, `refused`, `unreachable`,
     /// `tunnel`, `closed` or `io`.
     pub fn label(&self) -> &'static str {
@@ -210,7 +276,7 @@ impl TransportError {
             Self::NoRoute(_) => "no_route",
             Self::Refused { .. } => "refused",
             Self::Unreachable { .. } => "unreachable",
-            Self::Tunnel(_) => "tunnel",
+            Self::Tunnel { .. } => "tunnel",
             Self::Closed => "closed",
             Self::Io(_) => "io",
         }
@@ -230,6 +296,69 @@ pub trait Transport: Send + Sync + 'static {
 
     /// What protects the bytes.
     fn security(&self) -> SecurityInfo;
+}
+
+/// Any tunnelled byte stream: what [`DynTransport`] hands out, boxed.
+pub trait TunnelStream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> TunnelStream for T {}
+
+/// A boxed [`TunnelStream`].
+pub type BoxStream = Box<dyn TunnelStream>;
+
+/// A future returned by [`DynTransport::dyn_connect`].
+pub type ConnectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<BoxStream, TransportError>> + Send + 'a>>;
+
+/// The object-safe form of [`Transport`], so a proxy can pick its backend from configuration
+/// at run time and hold it as `Arc<dyn DynTransport>`. Every [`Transport`] is one; and
+/// `Arc<dyn DynTransport>` is itself a [`Transport`] (with [`BoxStream`] streams), so it fits
+/// everything generic over the trait, the [`Forwarder`] included.
+///
+/// ```
+/// use std::sync::Arc;
+/// use fipstun_transport::{DynTransport, PlainTcp, Transport};
+///
+/// fn backend(name: &str) -> Arc<dyn DynTransport> {
+///     match name {
+///         // "hbone" => Arc::new(hbone_transport), "wireguard" => Arc::new(wg_transport), ...
+///         _ => Arc::new(PlainTcp),
+///     }
+/// }
+/// let chosen = backend("plain");
+/// assert_eq!(Transport::security(&chosen).backend, "plain-tcp");
+/// ```
+pub trait DynTransport: Send + Sync + 'static {
+    /// [`Transport::connect`], boxed.
+    fn dyn_connect<'a>(&'a self, target: &'a Target) -> ConnectFuture<'a>;
+
+    /// [`Transport::security`].
+    fn dyn_security(&self) -> SecurityInfo;
+}
+
+impl<T: Transport> DynTransport for T {
+    fn dyn_connect<'a>(&'a self, target: &'a Target) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            let stream = Transport::connect(self, target).await?;
+            Ok(Box::new(stream) as BoxStream)
+        })
+    }
+
+    fn dyn_security(&self) -> SecurityInfo {
+        Transport::security(self)
+    }
+}
+
+impl Transport for Arc<dyn DynTransport> {
+    type Stream = BoxStream;
+
+    async fn connect(&self, target: &Target) -> Result<BoxStream, TransportError> {
+        self.as_ref().dyn_connect(target).await
+    }
+
+    fn security(&self) -> SecurityInfo {
+        self.as_ref().dyn_security()
+    }
 }
 
 /// A stream that arrived through a tunnel.
@@ -269,6 +398,7 @@ impl Transport for PlainTcp {
             .map_err(|e| TransportError::Unreachable {
                 target: target.clone(),
                 reason: e.to_string(),
+                source: Some(e.into()),
             })?;
         s.set_nodelay(true)?;
         Ok(s)
@@ -314,6 +444,27 @@ mod tests {
         conformance::run_all(std::sync::Arc::new(PlainTcp), &u)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_backend_chosen_at_run_time_passes_the_conformance_suite() {
+        let u = conformance::Upstreams::start().await.unwrap();
+        let chosen: Arc<dyn DynTransport> = Arc::new(PlainTcp);
+        conformance::run_all(Arc::new(chosen), &u).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_typed_cause_survives_the_trait() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let chosen: Arc<dyn DynTransport> = Arc::new(PlainTcp);
+        let err = Transport::connect(&chosen, &Target::new(addr))
+            .await
+            .err()
+            .unwrap();
+        let io = err.find_cause::<std::io::Error>().expect("the io::Error");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 
     /// A broken backend that sends every stream to the wrong place: the suite must notice.

@@ -74,14 +74,10 @@ impl Transport for MemoryTransport {
             .await
             .map_err(|_| TransportError::Closed)?;
         let refused = |reason: Refusal| match reason {
-            Refusal::Unreachable => TransportError::Unreachable {
-                target: target.clone(),
-                reason: "the far side could not dial it".into(),
-            },
-            other => TransportError::Refused {
-                target: target.clone(),
-                reason: other.label().into(),
-            },
+            Refusal::Unreachable => {
+                TransportError::unreachable(target, "the far side could not dial it")
+            }
+            other => TransportError::refused(target, other.label()),
         };
         match answered.await {
             Ok(Ok(())) => Ok(near),

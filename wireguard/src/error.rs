@@ -19,10 +19,30 @@ pub enum WgError {
     /// The configuration cannot work (e.g. no tunnel address).
     #[error("invalid WireGuard configuration: {0}")]
     Config(String),
+    /// The peer serving the target has no endpoint: none is configured and it never sent a
+    /// packet (roaming learns it from the first authenticated one).
+    #[error("peer {peer} has no endpoint yet")]
+    NoEndpoint {
+        /// The peer's public key, base64.
+        peer: String,
+    },
+    /// Every local port of the userspace TCP stack is in use.
+    #[error("out of ephemeral ports")]
+    OutOfPorts,
+    /// The userspace TCP stack refused to open the connection.
+    #[error("the userspace TCP stack cannot connect: {0}")]
+    Connect(String),
+    /// The target did not answer the SYN through the tunnel in time (no handshake with the
+    /// peer, or the peer dropped it).
+    #[error("no answer through the tunnel within {0:?}")]
+    ConnectTimeout(std::time::Duration),
 }
 
+/// Run-time failures reach callers of the shared traits as
+/// [`TransportError::Tunnel`](fipstun_transport::TransportError::Tunnel) with this error as the
+/// source: `err.find_cause::<WgError>()` gets it back.
 impl From<WgError> for fipstun_transport::TransportError {
     fn from(e: WgError) -> Self {
-        Self::Tunnel(e.to_string())
+        Self::tunnel(None, e)
     }
 }

@@ -31,6 +31,7 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::config::{AllowedIps, WgConfig, WgPublicKey};
 use crate::device::TunnelDevice;
+use crate::error::WgError;
 use crate::stream::WgStream;
 use crate::udp::{SocketBuffers, UdpIo};
 
@@ -850,16 +851,18 @@ impl Transport for WgNode {
                 return Err(TransportError::NoRoute(target.clone()));
             };
             if core.peers[peer].endpoint.is_none() {
-                return Err(TransportError::Tunnel(format!(
-                    "peer {} has no endpoint yet",
-                    core.peers[peer].public_key
-                )));
+                return Err(TransportError::tunnel(
+                    Some(target),
+                    WgError::NoEndpoint {
+                        peer: core.peers[peer].public_key.to_string(),
+                    },
+                ));
             }
             let Some(local_ip) = core.local_ip_for(target.addr.ip()) else {
                 return Err(TransportError::NoRoute(target.clone()));
             };
             let Some(port) = core.alloc_port() else {
-                return Err(TransportError::Tunnel("out of ephemeral ports".into()));
+                return Err(TransportError::tunnel(Some(target), WgError::OutOfPorts));
             };
             let mut s = core.new_socket();
             let core = &mut *core;
@@ -873,7 +876,10 @@ impl Transport for WgNode {
                 },
             ) {
                 core.used_ports.remove(&port);
-                return Err(TransportError::Tunnel(format!("connect {target}: {e}")));
+                return Err(TransportError::tunnel(
+                    Some(target),
+                    WgError::Connect(e.to_string()),
+                ));
             }
             let h = core.sockets.add(s);
             core.conns.insert(
@@ -898,19 +904,19 @@ impl Transport for WgNode {
                     s.register_send_waker(cx.waker());
                     Poll::Pending
                 }
-                tcp::State::Closed => Poll::Ready(Err(TransportError::Unreachable {
-                    target: target.clone(),
-                    reason: "connection refused through the tunnel".into(),
-                })),
+                tcp::State::Closed => Poll::Ready(Err(TransportError::unreachable(
+                    target,
+                    "connection refused through the tunnel",
+                ))),
                 _ => Poll::Ready(Ok(())),
             }
         });
         let outcome = match tokio::time::timeout(self.inner.connect_timeout, established).await {
             Ok(r) => r,
-            Err(_) => Err(TransportError::Tunnel(format!(
-                "{target}: no answer through the tunnel within {:?}",
-                self.inner.connect_timeout
-            ))),
+            Err(_) => Err(TransportError::tunnel(
+                Some(target),
+                WgError::ConnectTimeout(self.inner.connect_timeout),
+            )),
         };
         match outcome {
             Ok(()) => Ok(WgStream::new(shared.clone(), h)),

@@ -51,7 +51,7 @@ impl Pki {
 
     pub fn identity(&self, id: &SpiffeId) -> TlsIdentity {
         let slot = Arc::new(SvidSlot::new());
-        slot.set(&self.svid(id), &CryptoPolicy::default()).unwrap();
+        slot.set(&self.svid(id)).unwrap();
         TlsIdentity::new(CryptoPolicy::default(), self.trust.clone(), slot)
     }
 
@@ -76,7 +76,7 @@ pub struct RunningServer {
 
 /// An HBONE server for `SERVER_ID` admitting any client of the trust domain at the TLS layer.
 pub async fn start_server(pki: &Pki, config: ServerConfig, handler: impl Handler) -> RunningServer {
-    let server = HboneServer::from_identity(
+    let server = HboneServer::new(
         &pki.identity(&server_id()),
         Authorizer::trust_domains([pki.td.clone()]),
         config,
@@ -88,7 +88,7 @@ pub async fn start_server(pki: &Pki, config: ServerConfig, handler: impl Handler
     let task = tokio::spawn({
         let server = server.clone();
         async move {
-            server.serve(listener).await.unwrap();
+            server.serve(listener).await;
         }
     });
     RunningServer { server, addr, task }
@@ -344,12 +344,13 @@ pub async fn delivery_server(
     )
     .unwrap();
     let (server, incoming) =
-        HboneServer::with_delivery(tls, ServerConfig::default(), handler, queue).unwrap();
+        HboneServer::with_delivery_from_rustls(tls, ServerConfig::default(), handler, queue)
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn({
         let server = server.clone();
-        async move { server.serve(listener).await.unwrap() }
+        async move { server.serve(listener).await }
     });
     (server, addr, incoming)
 }
