@@ -9,15 +9,17 @@ use fipstun_identity::ca::{IssuerConfig, SvidIssuer};
 use fipstun_identity::keys::KeyAlgorithm;
 use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
 
+use crate::duration::parse_duration;
 use crate::key_file::{self, Existing, PRIVATE_MODE, PUBLIC_MODE};
 
 /// File names inside a CA directory.
 pub(crate) const CA_CHAIN: &str = "ca.pem";
 pub(crate) const CA_KEY: &str = "ca-key.pem";
-pub(crate) const BUNDLE: &str = "bundle.pem";
-/// File names inside an SVID directory.
-pub(crate) const SVID_CHAIN: &str = "svid.pem";
-pub(crate) const SVID_KEY: &str = "svid-key.pem";
+/// File names inside an SVID directory: the library's, so what `ca issue` writes is what
+/// `TlsIdentity::from_dir` and `[identity] dir` read.
+pub(crate) use fipstun_identity::files::{
+    BUNDLE_FILE as BUNDLE, SVID_CHAIN_FILE as SVID_CHAIN, SVID_KEY_FILE as SVID_KEY,
+};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum CaCommand {
@@ -86,29 +88,6 @@ pub(crate) struct IssueArgs {
     /// Overwrite existing files.
     #[arg(long)]
     force: bool,
-}
-
-/// `90s`, `15m`, `1h`, `365d`, or plain seconds.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 365d"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        other => {
-            return Err(format!(
-                "unknown unit `{other}` in `{s}` (use s, m, h or d)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("`{s}` is too long"))
 }
 
 pub(crate) fn run(cmd: CaCommand) -> Result<String, String> {
@@ -226,20 +205,4 @@ fn write_pem_dir(
             .map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("365d"), Ok(Duration::from_secs(365 * 86400)));
-        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("h").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
-    }
 }

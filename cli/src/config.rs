@@ -6,22 +6,19 @@ use std::fmt;
 use std::fs;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use fipstun_identity::bundle::{BundleSet, TrustBundle};
-use fipstun_identity::keys::PrivateKey;
+use fipstun_identity::bundle::TrustBundle;
 use fipstun_identity::spiffe::SpiffeId;
-use fipstun_identity::svid::{self, Svid, Usage};
+use fipstun_identity::svid::Svid;
 use fipstun_planes::workload::EndpointSocket;
 use fipstun_transport::policy::{Action, Destination, Policy, Principal, Rule};
 use fipstun_transport::{FipsRequirement, ForwarderConfig};
 use fipstun_wireguard::{IpPrefix, WgPeer, WgPrivateKey, WgPublicKey};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 
-use crate::ca::{BUNDLE, SVID_CHAIN, SVID_KEY};
+use crate::duration::parse_duration;
 
 /// How long streams may finish after SIGTERM/SIGINT when `drain` is not set.
 const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
@@ -536,25 +533,6 @@ impl Ctx {
     }
 }
 
-/// `500ms`, `10s`, `2m`, `1h`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let bad = || format!("`{s}` is not a duration like 500ms, 10s, 2m or 1h");
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let ms_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(ms_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(bad)
-}
-
 fn read_file<T: for<'de> Deserialize<'de> + Default>(
     path: Option<&Path>,
 ) -> Result<T, ConfigError> {
@@ -583,49 +561,12 @@ pub(crate) fn reload_identity(dir: &Path) -> Result<IdentityFiles, ConfigError> 
 /// Load the SVID, key and bundle from `dir` and check that the SVID is valid now and chains to
 /// the bundle.
 fn load_identity(ctx: &Ctx, dir: &Path) -> Result<IdentityFiles, ConfigError> {
-    let key = "identity.dir";
-    let read = |name: &str| {
-        let p = dir.join(name);
-        fs::read_to_string(&p).map_err(|e| ctx.err(key, format!("{}: {e}", p.display())))
-    };
-    let chain_pem = read(SVID_CHAIN)?;
-    let key_pem = zeroize::Zeroizing::new(read(SVID_KEY)?);
-    let bundle_pem = read(BUNDLE)?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| ctx.err(key, format!("{}: {e}", dir.join(SVID_CHAIN).display())))?;
-    if chain.is_empty() {
-        return Err(ctx.err(
-            key,
-            format!("{}: no certificate", dir.join(SVID_CHAIN).display()),
-        ));
-    }
-    let private = PrivateKey::from_pem(&key_pem)
-        .map_err(|e| ctx.err(key, format!("{}: {e}", dir.join(SVID_KEY).display())))?;
-    let svid = Svid::new(chain, private)
-        .map_err(|e| ctx.err(key, format!("{}: {e}", dir.join(SVID_CHAIN).display())))?;
-    let bundle = TrustBundle::from_pem(svid.id().trust_domain(), &bundle_pem)
-        .map_err(|e| ctx.err(key, format!("{}: {e}", dir.join(BUNDLE).display())))?;
-    svid::validate(
-        svid.chain(),
-        &BundleSet::new().with(bundle.clone()),
-        SystemTime::now(),
-        Usage::Server,
-    )
-    .map_err(|e| {
-        ctx.err(
-            key,
-            format!(
-                "{} is not a valid SVID under {}: {e}",
-                dir.join(SVID_CHAIN).display(),
-                dir.join(BUNDLE).display()
-            ),
-        )
-    })?;
+    let files = fipstun_identity::files::IdentityFiles::load(dir)
+        .map_err(|e| ctx.err("identity.dir", e.to_string()))?;
     Ok(IdentityFiles {
         dir: dir.to_path_buf(),
-        svid,
-        bundle,
+        svid: files.svid,
+        bundle: files.bundle,
     })
 }
 
@@ -1046,18 +987,6 @@ mod tests {
             ..ProxyArgs::default()
         })
         .unwrap_err()
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("10").is_err(), "a unit is required");
-        assert!(parse_duration("1d").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("99999999999999999999h").is_err());
     }
 
     #[test]

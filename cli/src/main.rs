@@ -21,6 +21,7 @@ use fipstun_identity::policy::fips_status;
 
 mod ca;
 mod config;
+mod duration;
 mod identity_source;
 mod key_file;
 mod metrics;

@@ -24,7 +24,7 @@ use fipstun_transport::{PlainTcp, Transport};
 use fipstun_wireguard::WgPrivateKey;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::ca::parse_duration;
+use crate::duration::parse_duration;
 
 /// The trust domain the scorecard's throw-away CA serves.
 const TRUST_DOMAIN: &str = "scorecard.test";
@@ -57,7 +57,7 @@ impl Backend {
 pub(crate) struct ScorecardArgs {
     /// Total measuring budget, split evenly over every (backend, workload) pair; each pair
     /// spends a fifth of its share (at most 1 s) warming up.
-    #[arg(long, default_value = "60s", value_parser = parse_duration_ms)]
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// Output folder (default: `scorecard-<UTC timestamp>` in the current directory).
     #[arg(long)]
@@ -73,17 +73,6 @@ pub(crate) struct ScorecardArgs {
     /// No progress bar (plain lines on stderr instead).
     #[arg(long)]
     no_progress: bool,
-}
-
-/// Durations for the scorecard: `500ms` as well as everything `ca` accepts (`90s`, `2m`).
-fn parse_duration_ms(s: &str) -> Result<Duration, String> {
-    match s.trim().strip_suffix("ms") {
-        Some(ms) => ms
-            .parse()
-            .map(Duration::from_millis)
-            .map_err(|_| format!("`{s}` is not a duration like 500ms, 90s or 2m")),
-        None => parse_duration(s),
-    }
 }
 
 /// How long a child process may take to print its ready line.

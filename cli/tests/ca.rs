@@ -89,6 +89,11 @@ fn init_then_issue_writes_a_valid_svid() {
     .unwrap();
     assert_eq!(got, SpiffeId::parse(id).unwrap());
 
+    // The library loads what `ca issue` wrote, as a proxy author would.
+    let identity = fipstun_hbone::TlsIdentity::from_dir(&wl).unwrap();
+    let current = identity.svid.current().expect("an SVID in the slot");
+    assert_eq!(current.id, SpiffeId::parse(id).unwrap());
+
     // Files are not overwritten by accident.
     let again = fipstun(&["ca", "issue", "--ca", s(&ca), "--id", id, "--out", s(&wl)]);
     assert!(!again.status.success());
