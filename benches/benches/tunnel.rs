@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fipstun_benches::{Sinks, bulk, hbone, plain, round_trip, stream_setup, wireguard};
+use fipstun_benches::{bulk, hbone, plain, round_trip, stream_setup, wireguard};
+use fipstun_scorecard::Sinks;
 use fipstun_transport::{Target, Transport};
 use tokio::runtime::Runtime;
 

@@ -13,8 +13,9 @@
 
 use std::time::Instant;
 
-use fipstun_benches::scorecard::procfs::{Pid, cpu_times};
-use fipstun_benches::{Sinks, bulk, hbone, plain, wireguard};
+use fipstun_benches::{bulk, hbone, plain, wireguard};
+use fipstun_scorecard::Sinks;
+use fipstun_scorecard::procfs::{Pid, cpu_times};
 
 /// The allocator the `fipstun` binary ships (jemalloc), so library figures match the binary's.
 #[global_allocator]

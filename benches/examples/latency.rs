@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fipstun_benches::{Sinks, hbone, plain, round_trip, stream_setup, wireguard};
+use fipstun_benches::{hbone, plain, round_trip, stream_setup, wireguard};
+use fipstun_scorecard::Sinks;
 use fipstun_transport::{Target, Transport};
 
 /// The allocator the `fipstun` binary ships (jemalloc), so library figures match the binary's.

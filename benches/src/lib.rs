@@ -1,20 +1,20 @@
-//! fipstun-benches: criterion benchmarks and the head-to-head harness.
+//! fipstun-benches: criterion benchmarks and the helpers they share.
 //!
 //! The benchmarks live in `benches/` beside this file (`./x bench` runs them and writes
-//! BENCHMARKS.md); they measure and never assert timings. This library holds what they share
-//! and what the `fipstun scorecard` command will use: loopback test servers ([`Sinks`]), the
-//! three backends set up the same way on 127.0.0.1 ([`plain`], [`hbone`], [`wireguard`]), and
-//! the workloads, generic over [`Transport`] ([`bulk`], [`round_trip`], [`stream_setup`]).
+//! BENCHMARKS.md); they measure and never assert timings. This library holds what they share:
+//! the three backends set up the same way on 127.0.0.1 ([`plain`], [`hbone`], [`wireguard`]),
+//! and the workloads, generic over [`Transport`] ([`bulk`], [`round_trip`], [`stream_setup`]).
+//! The loopback servers they talk to (`Sinks`) are the scorecard's, from `fipstun-scorecard`.
+//!
+//! Nothing in the production crates depends on this one (`cli/tests/layering.rs` checks it).
 //!
 //! ```
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let sinks = fipstun_benches::Sinks::start().await.unwrap();
+//! let sinks = fipstun_scorecard::Sinks::start().await.unwrap();
 //! let t = fipstun_benches::plain();
 //! fipstun_benches::bulk(&t, sinks.discard, 1 << 20, 2).await.unwrap();
 //! # });
 //! ```
-
-pub mod scorecard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,113 +31,11 @@ use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
 use fipstun_identity::tls::{Authorizer, SvidSlot, server_config};
 use fipstun_transport::policy::{Policy, Rule};
-use fipstun_transport::{
-    FipsRequirement, Forwarder, ForwarderConfig, PlainTcp, Target, TcpAcceptor, Transport,
-};
+use fipstun_transport::{FipsRequirement, Forwarder, ForwarderConfig, PlainTcp, Target, Transport};
 use fipstun_wireguard::{WgConfig, WgNode, WgPeer, WgPrivateKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-
-/// Loopback servers the workloads talk to through a tunnel.
-#[derive(Debug)]
-pub struct Sinks {
-    /// Echoes every byte.
-    pub echo: SocketAddr,
-    /// Reads to EOF and answers one byte (an acknowledgement, so a bulk run ends when the far
-    /// end has everything).
-    pub discard: SocketAddr,
-    tasks: JoinSet<()>,
-}
-
-impl Sinks {
-    /// Start both servers on 127.0.0.1.
-    pub async fn start() -> std::io::Result<Self> {
-        let mut tasks = JoinSet::new();
-        let echo = serve(&mut tasks, |mut s: TcpStream| async move {
-            let (mut r, mut w) = s.split();
-            let _ = tokio::io::copy(&mut r, &mut w).await;
-        })
-        .await?;
-        let discard = serve(&mut tasks, |mut s: TcpStream| async move {
-            let mut buf = vec![0u8; 256 * 1024];
-            while let Ok(n) = s.read(&mut buf).await {
-                if n == 0 {
-                    let _ = s.write_all(b"k").await;
-                    let _ = s.shutdown().await;
-                    return;
-                }
-            }
-        })
-        .await?;
-        Ok(Self {
-            echo,
-            discard,
-            tasks,
-        })
-    }
-
-    /// The same two servers reached through a plain TCP relay on 127.0.0.1: each accepted
-    /// connection is dialled on to the real sink and copied both ways in user space (tokio's
-    /// bidirectional copy, 256 KiB buffers), with no crypto and no framing.
-    ///
-    /// This is the floor for every tunnel that terminates TCP in a user-space process, as the
-    /// HBONE server does: two loopback hops and a read/write per chunk in between. Benchmarks
-    /// put HBONE beside it to separate what the relay hop costs from what mTLS and HTTP/2 add.
-    pub async fn through_relay(&self) -> std::io::Result<Self> {
-        let mut tasks = JoinSet::new();
-        let echo = relay(&mut tasks, self.echo).await?;
-        let discard = relay(&mut tasks, self.discard).await?;
-        Ok(Self {
-            echo,
-            discard,
-            tasks,
-        })
-    }
-}
-
-/// A relay on 127.0.0.1 to `to`: the one forwarder over a local TCP listener, allowed to reach
-/// exactly `to` (the path the binary's plain listeners run).
-async fn relay(tasks: &mut JoinSet<()>, to: SocketAddr) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let forwarder = Forwarder::new(
-        PlainTcp,
-        Policy::only_to([to]),
-        ForwarderConfig::default().with_copy_buffer_bytes(RELAY_BUFFER_BYTES),
-    );
-    let acceptor = TcpAcceptor::new(listener, Target::new(to));
-    tasks.spawn(async move {
-        let _ = forwarder.run(acceptor).await;
-    });
-    Ok(addr)
-}
-
-/// Copy buffer per direction of the plain relay, as large as the discard sink's read buffer.
-const RELAY_BUFFER_BYTES: usize = 256 * 1024;
-
-impl Drop for Sinks {
-    fn drop(&mut self) {
-        self.tasks.abort_all();
-    }
-}
-
-async fn serve<F, Fut>(tasks: &mut JoinSet<()>, f: F) -> std::io::Result<SocketAddr>
-where
-    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let f = Arc::new(f);
-    tasks.spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(f(s));
-        }
-    });
-    Ok(addr)
-}
 
 /// Plain loopback TCP: the baseline.
 pub fn plain() -> Arc<PlainTcp> {
@@ -328,6 +226,7 @@ pub async fn stream_setup<T: Transport>(t: &T, echo: SocketAddr) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fipstun_scorecard::Sinks;
 
     /// The harness itself works through every backend (small sizes; the benches go big).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,11 +15,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use fipstun_benches::Sinks;
-use fipstun_benches::scorecard::{
-    self, BackendResult, Measurement, Process, Role, Scorecard, Window, Workload, procfs::Pid,
-};
 use fipstun_identity::policy::fips_status;
+use fipstun_scorecard::{
+    self as scorecard, BackendResult, Measurement, Process, Role, Scorecard, Sinks, Window,
+    Workload, procfs::Pid,
+};
 use fipstun_transport::{PlainTcp, Transport};
 use fipstun_wireguard::WgPrivateKey;
 use indicatif::{ProgressBar, ProgressStyle};

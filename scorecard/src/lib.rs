@@ -1,17 +1,74 @@
-//! The head-to-head scorecard: the load generator, process accounting and the report
-//! (text table, JSON, SVG chart) behind `fipstun scorecard`.
+//! fipstun-scorecard: the head-to-head scorecard harness behind `fipstun scorecard`.
 //!
-//! The `fipstun` binary starts the tunnel processes and the sinks; this module drives load
-//! through them and renders what it measured. Nothing here hard-codes a figure: every number
-//! in a [`Scorecard`] comes from a [`load::Measurement`].
+//! The `fipstun` binary starts the tunnel processes (node and proxy); this crate gives it the
+//! rest: loopback servers to load ([`Sinks`]), the load generator ([`load`]: closed-loop
+//! request/response, bulk and stream setup against a TCP address), CPU and peak memory of every
+//! process in the path ([`procfs`]), and the report ([`Scorecard`]: text table, JSON, SVG
+//! chart). Nothing here hard-codes a figure: every number in a [`Scorecard`] comes from a
+//! [`load::Measurement`].
+//!
+//! It is a production crate (the binary links it), so it depends on nothing from `benches/`;
+//! the benchmarks use its [`Sinks`] instead (`cli/tests/layering.rs` checks the layering).
+//!
+//! One workload straight against the echo sink (the no-mesh baseline), rendered as a table:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::AtomicU64;
+//! use std::time::Duration;
+//!
+//! use fipstun_scorecard::procfs::Pid;
+//! use fipstun_scorecard::{BackendResult, Process, Role, Scorecard, Sinks, Window, Workload};
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let sinks = Sinks::start().await.unwrap();
+//! let window = Window {
+//!     warmup: Duration::ZERO,
+//!     measure: Duration::from_millis(200),
+//! };
+//! let me = [Process {
+//!     name: "load+sinks".into(),
+//!     pid: Pid::Current,
+//!     role: Role::App,
+//! }];
+//! let workload = Workload::RequestResponse {
+//!     connections: 4,
+//!     size: 1024,
+//! };
+//! let progress = Arc::new(AtomicU64::new(0));
+//! let m = fipstun_scorecard::load::run(workload, sinks.echo, window, &me, progress)
+//!     .await
+//!     .unwrap();
+//! assert!(m.ops > 0 && m.errors == 0);
+//!
+//! let card = Scorecard {
+//!     machine: fipstun_scorecard::machine("now".into(), "0.1.0".into(), "none".into()),
+//!     warmup_s: 0.0,
+//!     measure_s: 0.2,
+//!     backends: vec![BackendResult {
+//!         name: "plain".into(),
+//!         protocol: "TCP".into(),
+//!         cipher: "none".into(),
+//!         fips: false,
+//!         path: "load -> sink".into(),
+//!         results: vec![m],
+//!     }],
+//! };
+//! assert!(card.to_table().contains("1024 B each way, 4 connections"));
+//! assert!(card.to_svg().contains("rr-1KiB-c4"));
+//! # });
+//! ```
+#![forbid(unsafe_code)]
 
 pub mod load;
 pub mod procfs;
 mod render;
+mod sinks;
 
 use serde::Serialize;
 
 pub use load::{Latency, Measurement, Process, ProcessUsage, Role, Window, Workload};
+pub use sinks::Sinks;
 
 /// The workloads every backend runs, in order: request/response 1 KiB at 64 connections
 /// (the Istio study's Fortio shape), bulk with 1 and 8 streams, and the stream-setup rate.

@@ -486,7 +486,7 @@ mod tests {
             warmup: Duration::from_millis(100),
             measure: Duration::from_millis(400),
         };
-        for w in crate::scorecard::standard_workloads() {
+        for w in crate::standard_workloads() {
             let addr = match w {
                 Workload::Bulk { .. } => sinks.discard,
                 _ => sinks.echo,
