@@ -44,7 +44,7 @@ pub fn fixture() -> &'static Fixture {
             let s = Arc::new(SvidSlot::new());
             let id = SpiffeId::parse(id).unwrap();
             s.set(&ca.issue(&id, KeyAlgorithm::EcdsaP256, None).unwrap())
-            .unwrap();
+                .unwrap();
             s
         };
         let authz = || Authorizer::trust_domains([td.clone()]);
