@@ -13,6 +13,12 @@
 //! All TLS goes through the FIPS configs of `fipstun-identity` (AWS-LC FIPS module, TLS 1.3
 //! with AES-GCM on P-256/P-384); both sides re-check `fips()` after setting ALPN.
 //!
+//! Building against this crate needs `AWS_LC_FIPS_SYS_USE_SYSTEM = "0"` in your
+//! `.cargo/config.toml` `[env]`, and its exact rustls / aws-lc-rs pins become your graph's:
+//! `fipstun_identity`'s crate docs, "Building against fipstun", say why and what changes when
+//! the next module version is validated. Use the re-exports ([`rustls`], [`h2`], [`http`],
+//! [`bytes`], [`pki_types`]) instead of depending on those crates yourself.
+//!
 //! # Wire format (as ztunnel speaks it)
 //!
 //! - TLS 1.3, mutual: each side presents an X.509-SVID whose only identity is the SPIFFE ID in

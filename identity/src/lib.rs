@@ -52,6 +52,30 @@
 //! assert_eq!(peer_spiffe_id(&c), Some(server_id));
 //! # Ok::<(), fipstun_identity::Error>(())
 //! ```
+//!
+//! # Building against fipstun: the FIPS module and the version pins
+//!
+//! - **The module is built from source.** `aws-lc-rs` with its `fips` feature builds
+//!   `aws-lc-fips-sys`, which compiles AWS-LC's FIPS module with CMake, Go, Perl and a C
+//!   compiler. Put `AWS_LC_FIPS_SYS_USE_SYSTEM = "0"` under `[env]` in your project's
+//!   `.cargo/config.toml`: without it, `aws-lc-fips-sys` first looks for an AWS-LC installed on
+//!   the system and links that one if it finds it, and that library is not the module fipstun
+//!   pins (nobody checked its version or its certificate). `examples/downstream/` in the
+//!   repository is a crate outside the workspace set up that way; `./x test` builds it.
+//! - **Exact pins carry over to you.** The workspace pins `aws-lc-rs =1.17.4`,
+//!   `rustls =0.23.43`, `rustls-webpki =0.103.13` and `rcgen =0.14.9`: the newest releases that
+//!   still build `aws-lc-fips-sys` 0.13, i.e. AWS-LC FIPS 3.x, the module line with a FIPS 140-3
+//!   certificate (CMVP #5314 for the static build). Newer releases of those crates build module
+//!   4.x, which is not validated yet. An `=` requirement binds your whole dependency graph,
+//!   because cargo links one version per semver-compatible line: a dependency of yours that
+//!   needs, say, rustls 0.23.44 cannot be resolved beside fipstun. Name rustls and the PKI
+//!   types through the re-exports ([`rustls`], [`pki_types`]; `fipstun_hbone` adds `h2`,
+//!   `http` and `bytes`) so your code always uses the versions the FIPS line allows.
+//! - **When module 4.x is validated**, fipstun raises the pins in one release: `aws-lc-rs` to the
+//!   line that builds `aws-lc-fips-sys` 0.14, the other three to the newest releases that
+//!   resolve with it, and [`policy::MODULE`] to the new name and certificate. Code that names
+//!   rustls through the re-exports moves with it (a new rustls major line would make that a
+//!   new fipstun major release). Until the certificate exists, fipstun stays on the 3.x module.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
