@@ -449,6 +449,35 @@ impl Setup<'_> {
         )
     }
 
+    /// One HBONE stream to the node with the proxy's identity and the proxy's (default)
+    /// policy, to the echo sink: the suite, group and protocol that handshake negotiated, as
+    /// the report shows them. The proxy's own connections make the same choice (same
+    /// policy, same node).
+    async fn negotiated_with_node(&self, path: &Path2) -> Result<String, String> {
+        use fipstun_hbone::{ClientConfig, HboneClient, HboneRoute, TlsIdentity};
+        let node = path
+            ._daemons
+            .iter()
+            .find(|d| d.name == "node")
+            .ok_or("the HBONE path has no node")?;
+        let node_id = format!("spiffe://{TRUST_DOMAIN}/node")
+            .parse::<fipstun_identity::spiffe::SpiffeId>()
+            .map_err(|e| e.to_string())?;
+        let identity = TlsIdentity::from_dir(self.out.join("pki").join("proxy"))
+            .map_err(|e| format!("proxy identity: {e}"))?;
+        let client = HboneClient::new(identity, ClientConfig::default())
+            .map_err(|e| format!("HBONE client: {e}"))?;
+        let route = HboneRoute::new(node_addr(node, "hbone")?, node_id);
+        let stream = client
+            .connect(self.sinks.echo, &route)
+            .await
+            .map_err(|e| format!("HBONE probe stream to the node: {e}"))?;
+        let negotiated = stream
+            .negotiated()
+            .ok_or("rustls did not report the negotiated parameters")?;
+        Ok(negotiated.to_string())
+    }
+
     fn wireguard(&self) -> Result<Path2, String> {
         let dir = self.out.join("wireguard");
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -663,6 +692,12 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                 Backend::Relay => setup.relay()?,
             };
             check_path(&path).await?;
+            // What the proxy's connections to the node negotiate, not what the policy allows.
+            let cipher = if b == Backend::Hbone {
+                setup.negotiated_with_node(&path).await?
+            } else {
+                path.cipher.clone()
+            };
             let mut measured = Vec::new();
             for w in &workloads {
                 let addr = match w {
@@ -702,7 +737,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             results.push(BackendResult {
                 name: b.name().into(),
                 protocol: path.protocol.clone(),
-                cipher: path.cipher.clone(),
+                cipher,
                 fips: path.fips,
                 path: path.path.clone(),
                 results: measured,

@@ -44,6 +44,11 @@ fn short_scorecard_measures_every_backend() {
     assert_eq!(backends[1]["fips"], false, "the relay carries plaintext");
     assert_eq!(backends[2]["fips"], true, "HBONE runs in the FIPS module");
     assert_eq!(backends[3]["fips"], false, "WireGuard is never FIPS");
+    // HBONE reports what its handshake negotiated, not the list its policy allows.
+    assert_eq!(
+        backends[2]["cipher"], "TLSv1_3 TLS13_AES_256_GCM_SHA384 secp256r1",
+        "the default policy prefers AES-256 and P-256"
+    );
     for b in backends {
         let results = b["results"].as_array().unwrap();
         assert_eq!(results.len(), 4, "{}", b["name"]);

@@ -132,7 +132,10 @@ pub struct SecurityInfo {
     pub backend: &'static str,
     /// The protocol, e.g. `"TLS 1.3 + HTTP/2 CONNECT"`.
     pub protocol: String,
-    /// The record cipher(s), e.g. `"TLS13_AES_256_GCM_SHA384"`.
+    /// The record ciphers this backend may negotiate, e.g. `"TLS13_AES_256_GCM_SHA384 |
+    /// TLS13_AES_128_GCM_SHA256"` for HBONE under the default policy (every suite the policy
+    /// allows, in preference order). What one connection actually chose is reported by the
+    /// stream (`fipstun_hbone::HboneStream::negotiated`).
     pub cipher: String,
     /// Whether every algorithm is FIPS-approved and runs in the validated module.
     pub fips: bool,
