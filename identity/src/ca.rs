@@ -26,8 +26,20 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::Error;
 use crate::bundle::TrustBundle;
 use crate::keys::{KeyAlgorithm, PrivateKey, csr_for};
-use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::spiffe::{MAX_ID_LEN, SpiffeId, TrustDomain};
 use crate::svid::Svid;
+
+/// Refuses an ID fipstun must not generate: longer than [`MAX_ID_LEN`] (SPIFFE-ID §2.3).
+pub(crate) fn check_generated_id_len(id: &SpiffeId) -> Result<(), CsrError> {
+    let len = id.as_str().len();
+    if len > MAX_ID_LEN {
+        return Err(CsrError::IdTooLong {
+            len,
+            max: MAX_ID_LEN,
+        });
+    }
+    Ok(())
+}
 
 /// Why the CA refused a CSR.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +64,17 @@ pub enum CsrError {
         requested: SpiffeId,
         /// The ID the caller proved.
         caller: SpiffeId,
+    },
+    /// The ID to be put into the CSR or certificate is longer than the SPIFFE-ID
+    /// specification lets an implementation generate ([`MAX_ID_LEN`], 2048 bytes). Such an ID
+    /// still parses (up to [`crate::spiffe::MAX_PARSED_ID_LEN`]); fipstun only refuses to issue
+    /// or request an SVID for it.
+    #[error("the SPIFFE ID is {len} bytes long; SVIDs are issued for IDs of at most {max} bytes")]
+    IdTooLong {
+        /// The ID's length in bytes.
+        len: usize,
+        /// The longest ID fipstun generates ([`MAX_ID_LEN`]).
+        max: usize,
     },
     /// The caller's identity is not in this CA's trust domain.
     #[error("{caller} is not in this CA's trust domain {ca}")]
@@ -303,6 +326,9 @@ impl SvidIssuer {
 
     /// Sign `csr_der` for `caller`, the identity the caller was authenticated as. Returns the
     /// chain to present: the new leaf, then the CA's chain without the root.
+    ///
+    /// An ID longer than [`MAX_ID_LEN`] (2048 bytes) is refused with [`CsrError::IdTooLong`]:
+    /// the SPIFFE-ID specification lets implementations parse such IDs but not generate them.
     pub fn sign_csr(
         &self,
         csr_der: &[u8],
@@ -327,6 +353,7 @@ impl SvidIssuer {
             }
             .into());
         }
+        check_generated_id_len(caller)?;
         let csr = VerifiedCsr::parse(csr_der)?;
         if &csr.requested != caller {
             return Err(CsrError::IdentityMismatch {
@@ -369,7 +396,8 @@ impl SvidIssuer {
     }
 
     /// Generate a key and CSR for `id` and sign it: the in-process path for a workload whose
-    /// identity the caller has already established.
+    /// identity the caller has already established. IDs longer than [`MAX_ID_LEN`] are refused
+    /// with [`CsrError::IdTooLong`] before a key is generated.
     pub fn issue(
         &self,
         id: &SpiffeId,
@@ -387,6 +415,7 @@ impl SvidIssuer {
         ttl: Option<Duration>,
         now: SystemTime,
     ) -> Result<Svid, Error> {
+        check_generated_id_len(id)?;
         let key = PrivateKey::generate(algorithm)?;
         let csr = csr_for(id, &key)?;
         let chain = self.sign_csr_at(&csr, id, ttl, now)?;

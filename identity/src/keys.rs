@@ -123,7 +123,12 @@ impl PrivateKey {
 ///
 /// The subject is empty and the SPIFFE ID is the single URI SAN, which is then marked critical
 /// (RFC 5280 §4.2.1.6 requires it when the subject is empty).
+///
+/// An ID longer than [`MAX_ID_LEN`](crate::spiffe::MAX_ID_LEN) (2048 bytes) is refused with
+/// [`CsrError::IdTooLong`](crate::ca::CsrError::IdTooLong): the SPIFFE-ID specification
+/// (§2.3) lets implementations parse such IDs but not generate them.
 pub fn csr_for(id: &SpiffeId, key: &PrivateKey) -> Result<Vec<u8>, Error> {
+    crate::ca::check_generated_id_len(id)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     let uri = id

@@ -11,8 +11,24 @@ use std::sync::Arc;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// The longest SPIFFE ID accepted, in bytes.
+/// The longest SPIFFE ID fipstun *generates*, in bytes: the SPIFFE-ID specification's limit
+/// (SPIFFE-ID §2.3, "Maximum SPIFFE ID Length": implementations MUST support URIs up to 2048
+/// bytes and SHOULD NOT generate longer ones).
+///
+/// Parsing accepts longer IDs, up to [`MAX_PARSED_ID_LEN`], as the Go and Rust reference
+/// libraries do, so a peer's over-long ID is judged by policy rather than failing to parse.
+/// Anything that puts an ID into a CSR or certificate ([`crate::keys::csr_for`],
+/// [`crate::ca::SvidIssuer`]) refuses one longer than this with
+/// [`crate::ca::CsrError::IdTooLong`].
 pub const MAX_ID_LEN: usize = 2048;
+
+/// The longest SPIFFE ID [`SpiffeId::parse`] (and [`SpiffeId::new`]) accept, in bytes: 64 KiB.
+///
+/// The specification sets no upper bound for parsing; this one is ours, against abuse, so a
+/// hostile certificate or request cannot make every later copy, comparison or log line of an
+/// ID arbitrarily large. Longer input fails with [`Rule::TooLong`] at this offset, before any
+/// other check.
+pub const MAX_PARSED_ID_LEN: usize = 64 * 1024;
 
 /// The longest trust domain name accepted, in bytes.
 pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
@@ -71,7 +87,8 @@ pub enum Rule {
     Query,
     /// A `#`: fragments are not allowed.
     Fragment,
-    /// The ID is longer than [`MAX_ID_LEN`] bytes; reported at that offset before anything else.
+    /// The ID is longer than [`MAX_PARSED_ID_LEN`] bytes; reported at that offset before
+    /// anything else.
     TooLong,
     /// A trust domain given to [`TrustDomain::new`] has a path.
     PathNotAllowed,
@@ -96,7 +113,7 @@ impl fmt::Display for Rule {
             Self::BadPathChar(c) => write!(f, "path character {c:?} is not allowed"),
             Self::Query => f.write_str("a query ('?') is not allowed"),
             Self::Fragment => f.write_str("a fragment ('#') is not allowed"),
-            Self::TooLong => write!(f, "the ID is longer than {MAX_ID_LEN} bytes"),
+            Self::TooLong => write!(f, "the ID is longer than {MAX_PARSED_ID_LEN} bytes"),
             Self::PathNotAllowed => f.write_str("a trust domain must not have a path"),
         }
     }
@@ -209,8 +226,8 @@ fn validate_id(s: &str) -> Result<usize, SpiffeIdError> {
     if s.is_empty() {
         return Err(err(Rule::Empty, 0));
     }
-    if s.len() > MAX_ID_LEN {
-        return Err(err(Rule::TooLong, MAX_ID_LEN));
+    if s.len() > MAX_PARSED_ID_LEN {
+        return Err(err(Rule::TooLong, MAX_PARSED_ID_LEN));
     }
     let td_start = check_scheme(s)?;
     let td_end = scan_trust_domain(s, td_start)?;
@@ -397,6 +414,11 @@ pub struct SpiffeId {
 impl SpiffeId {
     /// Parses and validates a SPIFFE ID. The scheme may be in any case; it is stored and
     /// displayed as `spiffe://`.
+    ///
+    /// IDs up to [`MAX_PARSED_ID_LEN`] (64 KiB) parse, longer than the 2048 bytes
+    /// ([`MAX_ID_LEN`]) the specification lets an implementation generate: peers built on other
+    /// libraries may present them. fipstun itself never issues or requests such an ID (see
+    /// [`MAX_ID_LEN`]). Beyond 64 KiB: [`Rule::TooLong`].
     pub fn parse(s: &str) -> Result<Self, SpiffeIdError> {
         let td_end = validate_id(s)?;
         Ok(Self {
@@ -408,13 +430,15 @@ impl SpiffeId {
     /// Builds `spiffe://<trust_domain>/<segments[0]>/<segments[1]>...`, validating each segment
     /// (an empty slice gives the trust domain's own ID). A `/` inside a segment is a
     /// [`Rule::BadPathChar`]; error positions are offsets in the ID that would have been built.
+    /// The length bound is the parser's, [`MAX_PARSED_ID_LEN`]; issuing an SVID for the ID
+    /// checks [`MAX_ID_LEN`].
     pub fn new(trust_domain: &TrustDomain, segments: &[&str]) -> Result<Self, SpiffeIdError> {
         let td_end = trust_domain.end;
         let total = segments.iter().fold(td_end, |len, segment| {
             len.saturating_add(segment.len()).saturating_add(1)
         });
-        if total > MAX_ID_LEN {
-            return Err(err(Rule::TooLong, MAX_ID_LEN));
+        if total > MAX_PARSED_ID_LEN {
+            return Err(err(Rule::TooLong, MAX_PARSED_ID_LEN));
         }
         let mut pos = td_end + 1;
         for segment in segments {

@@ -3,7 +3,8 @@
 use std::collections::{BTreeSet, HashSet};
 
 use fipstun_identity::spiffe::{
-    IstioIdentity, MAX_ID_LEN, MAX_TRUST_DOMAIN_LEN, Rule, SpiffeId, SpiffeIdError, TrustDomain,
+    IstioIdentity, MAX_ID_LEN, MAX_PARSED_ID_LEN, MAX_TRUST_DOMAIN_LEN, Rule, SpiffeId,
+    SpiffeIdError, TrustDomain,
 };
 use proptest::prelude::*;
 
@@ -73,6 +74,8 @@ fn cases() -> Vec<Case> {
     let td256 = "a".repeat(256);
     let id2048 = id_of_len(2048);
     let id2049 = id_of_len(2049);
+    let id64k = id_of_len(MAX_PARSED_ID_LEN);
+    let id64k1 = id_of_len(MAX_PARSED_ID_LEN + 1);
     vec![
         // ---- valid ----
         ok(
@@ -142,6 +145,26 @@ fn cases() -> Vec<Case> {
                 display: id2048.clone(),
                 td: "example.org".to_owned(),
                 path: id2048[20..].to_owned(),
+            },
+        },
+        // Longer than the spec lets an implementation generate, but it must still parse: the
+        // reference libraries accept it, and issuing is what fipstun refuses (tests/svid.rs).
+        Case {
+            name: "2049-byte id",
+            input: id2049.clone(),
+            want: Want::Ok {
+                display: id2049.clone(),
+                td: "example.org".to_owned(),
+                path: id2049[20..].to_owned(),
+            },
+        },
+        Case {
+            name: "64 KiB id",
+            input: id64k.clone(),
+            want: Want::Ok {
+                display: id64k.clone(),
+                td: "example.org".to_owned(),
+                path: id64k[20..].to_owned(),
             },
         },
         // ---- scheme ----
@@ -376,14 +399,14 @@ fn cases() -> Vec<Case> {
         ),
         // ---- length ----
         Case {
-            name: "2049-byte id",
-            input: id2049,
-            want: Want::Err(Rule::TooLong, Some(MAX_ID_LEN)),
+            name: "64 KiB + 1 byte id",
+            input: id64k1,
+            want: Want::Err(Rule::TooLong, Some(MAX_PARSED_ID_LEN)),
         },
         Case {
             name: "too long is checked before the scheme",
-            input: format!("HTTP://{}", "!".repeat(3000)),
-            want: Want::Err(Rule::TooLong, Some(2048)),
+            input: format!("HTTP://{}", "!".repeat(MAX_PARSED_ID_LEN)),
+            want: Want::Err(Rule::TooLong, Some(65536)),
         },
     ]
 }
@@ -686,15 +709,18 @@ fn new_from_segments() {
             "segments {segments:?}"
         );
     }
-    // 2048 bytes exactly is fine, one more is too long.
-    let fits = "a".repeat(2048 - "spiffe://example.org/".len());
-    assert_eq!(SpiffeId::new(&t, &[&fits]).unwrap().as_str().len(), 2048);
+    // The parser's bound holds here too: past the spec's 2048 bytes is fine (issuing is what
+    // refuses it), 64 KiB exactly is fine, one more is too long.
+    let spec = "a".repeat(MAX_ID_LEN + 1 - "spiffe://example.org/".len());
+    assert_eq!(SpiffeId::new(&t, &[&spec]).unwrap().as_str().len(), 2049);
+    let fits = "a".repeat(MAX_PARSED_ID_LEN - "spiffe://example.org/".len());
+    assert_eq!(SpiffeId::new(&t, &[&fits]).unwrap().as_str().len(), 65536);
     let over = format!("{fits}a");
     assert_eq!(
         SpiffeId::new(&t, &[&over]).unwrap_err(),
         SpiffeIdError {
             rule: Rule::TooLong,
-            position: 2048
+            position: 65536
         }
     );
 }
@@ -820,7 +846,7 @@ fn serde_rejects_invalid() {
 fn oracle_is_valid(s: &str) -> bool {
     let allowed_td = |c: char| matches!(c, 'a'..='z' | '0'..='9' | '.' | '-' | '_');
     let allowed_path = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
-    if s.len() > 2048 || s.len() < 9 || !s.is_char_boundary(9) {
+    if s.len() > 64 * 1024 || s.len() < 9 || !s.is_char_boundary(9) {
         return false;
     }
     if !s[..9].eq_ignore_ascii_case("spiffe://") {
@@ -926,8 +952,8 @@ fn check_arbitrary(s: &str) -> Result<(), TestCaseError> {
                 e
             );
             if e.rule == Rule::TooLong {
-                prop_assert!(s.len() > MAX_ID_LEN);
-                prop_assert_eq!(e.position, MAX_ID_LEN);
+                prop_assert!(s.len() > MAX_PARSED_ID_LEN);
+                prop_assert_eq!(e.position, MAX_PARSED_ID_LEN);
             } else {
                 prop_assert!(e.position <= s.len(), "{:?}: {}", s, e);
             }

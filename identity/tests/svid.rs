@@ -8,7 +8,7 @@ use fipstun_identity::bundle::{BundleSet, TrustBundle, TrustStore};
 use fipstun_identity::ca::{CsrError, IssuerConfig, SvidIssuer};
 use fipstun_identity::keys::{KeyAlgorithm, PrivateKey, csr_for};
 use fipstun_identity::policy::CryptoPolicy;
-use fipstun_identity::spiffe::{SpiffeId, TrustDomain};
+use fipstun_identity::spiffe::{MAX_ID_LEN, SpiffeId, TrustDomain};
 use fipstun_identity::svid::{self, Svid, SvidError, Usage};
 use fipstun_identity::tls::{
     Authorizer, SpiffeVerifier, SvidSlot, client_config, peer_spiffe_id, server_config,
@@ -189,6 +189,51 @@ fn csr_for_another_identity_is_refused() {
         }
         other => panic!("expected IdentityMismatch, got {other:?}"),
     }
+}
+
+/// `spiffe://example.org/aaa...` padded to exactly `len` bytes.
+fn id_of_len(len: usize) -> SpiffeId {
+    let prefix = "spiffe://example.org/";
+    id(&format!("{prefix}{}", "a".repeat(len - prefix.len())))
+}
+
+#[test]
+fn ids_longer_than_2048_bytes_parse_but_are_never_generated() {
+    let ca = root("example.org");
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+
+    // 2048 bytes: the longest ID the spec lets us generate. CSR, signing and validation work.
+    let fits = id_of_len(MAX_ID_LEN);
+    let csr = csr_for(&fits, &key).unwrap();
+    let chain = ca.sign_csr(&csr, &fits, None).unwrap();
+    assert_eq!(validate(&chain, &bundles(&[&ca])), Ok(fits.clone()));
+    let svid = ca.issue(&fits, KeyAlgorithm::EcdsaP256, None).unwrap();
+    assert_eq!(svid.id(), &fits);
+
+    // 2049 bytes parses, but neither the CSR builder nor the CA generates it.
+    let over = id_of_len(MAX_ID_LEN + 1);
+    let too_long = |e: Error| match e {
+        Error::Csr(CsrError::IdTooLong { len, max }) => {
+            assert_eq!((len, max), (2049, 2048));
+            e.to_string()
+        }
+        other => panic!("expected IdTooLong, got {other:?}"),
+    };
+    let shown = too_long(csr_for(&over, &key).unwrap_err());
+    assert!(shown.contains("2049") && shown.contains("2048"), "{shown}");
+    too_long(ca.issue(&over, KeyAlgorithm::EcdsaP256, None).unwrap_err());
+    // A CSR for it made by another implementation is refused by the CA all the same.
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![uri(over.as_str())];
+    let pair = rcgen::KeyPair::from_pem(&key.to_pem()).unwrap();
+    let foreign_csr = params.serialize_request(&pair).unwrap();
+    too_long(ca.sign_csr(foreign_csr.der(), &over, None).unwrap_err());
+
+    // A peer's SVID with a long ID, issued elsewhere, still validates: parsing is not issuing.
+    let long = id_of_len(4096);
+    let (chain, _) = forged_leaf(&ca, vec![uri(long.as_str())], |_| {});
+    assert_eq!(validate(&chain, &bundles(&[&ca])), Ok(long));
 }
 
 #[test]
