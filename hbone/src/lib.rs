@@ -494,3 +494,8 @@ mod tests {
         assert_eq!(classify_tls_error(&io::Error::other("reset")), F::Tls);
     }
 }
+
+// The crate README's example, compiled and run by `cargo test --doc` so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -142,3 +142,8 @@ pub enum Error {
         source: Box<Error>,
     },
 }
+
+// The crate README's example, compiled and run by `cargo test --doc` so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

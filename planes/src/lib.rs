@@ -94,3 +94,8 @@ pub use response::ResponseError;
 
 /// Default bound on one gRPC message, both directions: 4 MiB (gRPC's usual default).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+// The crate README's example, compiled and run by `cargo test --doc` so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -421,3 +421,8 @@ mod tests {
         assert!(any.check(None, addr("10.0.0.1:1")).is_allowed());
     }
 }
+
+// The crate README's example, compiled and run by `cargo test --doc` so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -519,3 +519,8 @@ mod tests {
         assert_eq!(mapped.spiffe_id(), Some(&id));
     }
 }
+
+// The crate README's example, compiled and run by `cargo test --doc` so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

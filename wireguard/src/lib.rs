@@ -143,3 +143,8 @@ pub use udp::SocketBuffers;
 pub mod inner_packet {
     pub use crate::node::{destination, parse_syn};
 }
+
+// The crate README's example, compiled and run by `cargo test --doc` so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
