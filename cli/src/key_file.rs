@@ -65,7 +65,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> KeyFileError + '_ {
 }
 
 /// Whether `path` may be written: not a symbolic link, not anything but a regular file, and
-/// absent unless `existing` is [`Existing::Replace`]. [`write`] checks this itself; call it
+/// absent unless `existing` is [`Existing::Replace`]. [`write()`] checks this itself; call it
 /// first to refuse a set of files before writing any of them.
 pub(crate) fn check_destination(path: &Path, existing: Existing) -> Result<(), KeyFileError> {
     // symlink_metadata: about the link itself, never its target.

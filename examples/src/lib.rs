@@ -6,7 +6,7 @@
 //! - `proxy`: a local TCP listener forwarded through HBONE or WireGuard, picked by a flag.
 //! - `spire-identity`: an identity streamed from SPIRE's Workload API, used for HBONE.
 //!
-//! ```no_run
-//! // cargo run -p fipstun-examples --bin hbone-client -- --help
+//! ```sh
+//! cargo run -p fipstun-examples --bin hbone-client -- --help
 //! ```
 #![forbid(unsafe_code)]
