@@ -4,7 +4,9 @@
 
 use std::fmt;
 use std::fs;
-use std::net::{IpAddr, SocketAddr};
+#[cfg(feature = "wireguard")]
+use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +17,7 @@ use fipstun_identity::svid::Svid;
 use fipstun_planes::workload::EndpointSocket;
 use fipstun_transport::policy::{Action, Destination, Policy, Principal, Rule};
 use fipstun_transport::{FipsRequirement, ForwarderConfig};
+#[cfg(feature = "wireguard")]
 use fipstun_wireguard::{IpPrefix, WgPeer, WgPrivateKey, WgPublicKey};
 use serde::Deserialize;
 
@@ -25,6 +28,7 @@ const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 /// HBONE's standard port (ztunnel's), the default `hbone.listen`.
 const DEFAULT_HBONE_LISTEN: &str = "0.0.0.0:15008";
 /// WireGuard's conventional port, the default `wireguard.listen`.
+#[cfg(feature = "wireguard")]
 const DEFAULT_WG_LISTEN: &str = "0.0.0.0:51820";
 
 /// A configuration error: where (file or flags), which key, and what is wrong.
@@ -228,8 +232,11 @@ struct LimitsFile {
     idle_timeout: Option<String>,
 }
 
+// Parsed in every build, so that a binary without the `wireguard` feature refuses a
+// `[wireguard]` section by naming the feature rather than as unknown keys.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "wireguard"), allow(dead_code))]
 struct WireguardFile {
     listen: Option<String>,
     private_key: Option<PathBuf>,
@@ -240,6 +247,7 @@ struct WireguardFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "wireguard"), allow(dead_code))]
 struct PeerFile {
     public_key: String,
     #[serde(default)]
@@ -333,7 +341,21 @@ pub(crate) struct HboneSettings {
     pub(crate) server: fipstun_hbone::ServerConfig,
 }
 
+/// What a configuration asking for WireGuard gets from a binary built without it: the error
+/// names the feature, so the fix is one rebuild away.
+#[cfg(not(feature = "wireguard"))]
+const NO_WIREGUARD: &str = "this fipstun binary was built without the `wireguard` feature \
+     (cargo build -p fipstun-cli --no-default-features), so it has no WireGuard backend; \
+     rebuild with `--features wireguard` (a default feature) or use via = \"hbone\"";
+
+/// Without the `wireguard` feature no configuration holds WireGuard settings: loading one is
+/// refused ([`NO_WIREGUARD`]), so this type has no values.
+#[cfg(not(feature = "wireguard"))]
+#[derive(Debug)]
+pub(crate) enum WgSettings {}
+
 /// `[wireguard]` of a node or proxy.
+#[cfg(feature = "wireguard")]
 #[derive(Debug)]
 pub(crate) struct WgSettings {
     /// UDP address.
@@ -422,6 +444,7 @@ pub(crate) enum Via {
         node_id: SpiffeId,
     },
     /// The process's WireGuard node.
+    #[cfg(feature = "wireguard")]
     Wireguard,
     /// Direct TCP, no tunnel.
     Plain,
@@ -432,6 +455,7 @@ impl Via {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Via::Hbone { .. } => "hbone",
+            #[cfg(feature = "wireguard")]
             Via::Wireguard => "wireguard",
             Via::Plain => "plain",
         }
@@ -495,6 +519,7 @@ impl Ctx {
         SpiffeId::parse(s).map_err(|e| self.err(key, format!("`{s}` is not a SPIFFE ID: {e}")))
     }
 
+    #[cfg(feature = "wireguard")]
     fn prefix(&self, key: &str, s: &str) -> Result<IpPrefix, ConfigError> {
         s.trim().parse().map_err(|_| {
             self.err(
@@ -570,6 +595,12 @@ fn load_identity(ctx: &Ctx, dir: &Path) -> Result<IdentityFiles, ConfigError> {
     })
 }
 
+#[cfg(not(feature = "wireguard"))]
+fn load_wireguard(ctx: &Ctx, _: &WireguardFile) -> Result<WgSettings, ConfigError> {
+    Err(ctx.err("wireguard", NO_WIREGUARD))
+}
+
+#[cfg(feature = "wireguard")]
 fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigError> {
     let listen = ctx.addr(
         "wireguard.listen",
@@ -653,6 +684,7 @@ fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigErro
     })
 }
 
+#[cfg(feature = "wireguard")]
 fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = fs::metadata(path)
@@ -713,6 +745,10 @@ impl NodeConfig {
         let drain = ctx.drain(file.drain.as_deref())?;
         let limits = ctx.limits(file.limits.as_ref())?;
         let fips = FipsMode::parse(&ctx, file.fips.as_deref())?;
+        #[cfg(not(feature = "wireguard"))]
+        if file.wireguard.is_some() {
+            return Err(ctx.err("wireguard", NO_WIREGUARD));
+        }
         if fips == FipsMode::Required && file.wireguard.is_some() {
             return Err(ctx.err(
                 "wireguard",
@@ -892,7 +928,10 @@ impl ProxyConfig {
                     let node_id = ctx.spiffe_id(&k("node_id"), &node_id)?;
                     Via::Hbone { node, node_id }
                 }
+                #[cfg(feature = "wireguard")]
                 "wireguard" => Via::Wireguard,
+                #[cfg(not(feature = "wireguard"))]
+                "wireguard" => return Err(ctx.err(k("via"), NO_WIREGUARD)),
                 "plain" => Via::Plain,
                 other => {
                     return Err(ctx.err(
@@ -911,6 +950,7 @@ impl ProxyConfig {
                     ),
                 ));
             }
+            #[cfg(feature = "wireguard")]
             if via == Via::Wireguard && file.wireguard.is_none() {
                 return Err(ctx.err(
                     k("via"),
@@ -1007,11 +1047,13 @@ mod tests {
         let e = node_err("[identity]\ndir = \"missing\"\n[hbone]\n");
         assert_eq!(e.key.as_deref(), Some("identity.dir"));
         assert!(e.message.contains("svid.pem"), "{e}");
-        let e = node_err(
-            "fips = \"off\"\n[wireguard]\nprivate_key = \"nope.key\"\naddress = \"10.9.0.1\"\n",
-        );
-        assert_eq!(e.key.as_deref(), Some("wireguard.private_key"));
-        assert!(e.message.contains("nope.key"), "{e}");
+        if cfg!(feature = "wireguard") {
+            let e = node_err(
+                "fips = \"off\"\n[wireguard]\nprivate_key = \"nope.key\"\naddress = \"10.9.0.1\"\n",
+            );
+            assert_eq!(e.key.as_deref(), Some("wireguard.private_key"));
+            assert!(e.message.contains("nope.key"), "{e}");
+        }
     }
 
     #[test]
@@ -1030,7 +1072,9 @@ mod tests {
             "fips = \"required\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:1\"\nvia = \"wireguard\"\n",
         );
         assert_eq!(e.key.as_deref(), Some("listener[0].via"));
-        assert!(e.message.contains("not FIPS-approved"), "{e}");
+        if cfg!(feature = "wireguard") {
+            assert!(e.message.contains("not FIPS-approved"), "{e}");
+        }
         let e = proxy_err(
             "[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:1\"\nvia = \"hbone\"\nnode = \"127.0.0.1:2\"\n",
         );
@@ -1105,6 +1149,7 @@ mod tests {
         assert_eq!(cfg.fips, FipsMode::Off);
     }
 
+    #[cfg(feature = "wireguard")]
     #[test]
     fn hbone_and_forwarder_limits_come_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -1139,6 +1184,48 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("hbone.handshake_timeout"), "{e}");
     }
 
+    /// Built without the `wireguard` feature, every way of asking for WireGuard is refused
+    /// with an error that names the feature (fipstun/tests/features.rs runs this test in such
+    /// a build).
+    #[cfg(not(feature = "wireguard"))]
+    #[test]
+    fn wireguard_config_names_the_missing_feature() {
+        let names_feature = |e: &ConfigError| {
+            assert!(
+                e.message.contains("`wireguard` feature") && e.message.contains("--features"),
+                "{e}"
+            );
+        };
+        for fips in ["off", "required"] {
+            let e = node_err(&format!(
+                "fips = \"{fips}\"\n[wireguard]\nprivate_key = \"k\"\naddress = \"10.0.0.1\"\n"
+            ));
+            assert_eq!(e.key.as_deref(), Some("wireguard"), "{e}");
+            names_feature(&e);
+        }
+        let e = ProxyConfig::load(&ProxyArgs {
+            listen: Some("127.0.0.1:0".into()),
+            target: Some("127.0.0.1:9".into()),
+            via: Some("wireguard".into()),
+            fips: Some("off".into()),
+            ..ProxyArgs::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listener[0].via"), "{e}");
+        names_feature(&e);
+        let (_d, p) = node_file(
+            "fips = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:9\"\nvia = \"plain\"\n\
+             [wireguard]\nprivate_key = \"k\"\naddress = \"10.0.0.1\"\n",
+        );
+        let e = ProxyConfig::load(&ProxyArgs {
+            config: Some(p),
+            ..ProxyArgs::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("wireguard"), "{e}");
+        names_feature(&e);
+    }
+
     #[test]
     fn fips_is_required_unless_the_config_says_off() {
         let plain = ProxyArgs {
@@ -1156,6 +1243,7 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("fips"), "{e}");
     }
 
+    #[cfg(feature = "wireguard")]
     #[test]
     fn policy_tables_and_the_allow_targets_shorthand() {
         let dir = tempfile::tempdir().unwrap();

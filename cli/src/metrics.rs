@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fipstun_hbone::{HboneClient, HboneServer, MetricsSnapshot};
 use fipstun_transport::ForwarderStats;
+#[cfg(feature = "wireguard")]
 use fipstun_wireguard::WgNode;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -29,6 +30,7 @@ enum Source {
     /// that forwarder's source), so the rest of its rejections are reported as `rejected`.
     HboneServer(HboneServer, StatsFn),
     HboneClient(HboneClient),
+    #[cfg(feature = "wireguard")]
     Wireguard(WgNode),
     Forwarder {
         backend: &'static str,
@@ -62,13 +64,56 @@ pub(crate) struct Metrics {
     refused: Family<Labels, Counter>,
     bytes: Family<Labels, Counter>,
     handshake_failures: Family<Labels, Counter>,
-    wg_handshakes: Counter,
-    wg_sessions: Counter,
-    wg_datagrams: Family<Labels, Counter>,
-    wg_dropped: Family<Labels, Counter>,
+    #[cfg(feature = "wireguard")]
+    wg: WgMetrics,
     fips_mode: Family<Labels, Gauge>,
     fips_module: Gauge,
     sources: Mutex<Scrape>,
+}
+
+/// The WireGuard node's counters (declared only in a build with the WireGuard backend).
+#[cfg(feature = "wireguard")]
+struct WgMetrics {
+    handshakes: Counter,
+    sessions: Counter,
+    datagrams: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+}
+
+#[cfg(feature = "wireguard")]
+impl WgMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let handshakes = Counter::default();
+        registry.register(
+            "wireguard_handshakes_initiated",
+            "WireGuard handshake initiations sent",
+            handshakes.clone(),
+        );
+        let sessions = Counter::default();
+        registry.register(
+            "wireguard_sessions_established",
+            "WireGuard sessions established",
+            sessions.clone(),
+        );
+        let datagrams = Family::<Labels, Counter>::default();
+        registry.register(
+            "wireguard_datagrams",
+            "WireGuard UDP datagrams, by direction",
+            datagrams.clone(),
+        );
+        let dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "wireguard_packets_dropped",
+            "WireGuard packets dropped, by reason",
+            dropped.clone(),
+        );
+        Self {
+            handshakes,
+            sessions,
+            datagrams,
+            dropped,
+        }
+    }
 }
 
 /// Library sources and the values last folded in from each, so counters advance by deltas.
@@ -116,30 +161,8 @@ impl Metrics {
             "Failed tunnel connection setups, by reason",
             handshake_failures.clone(),
         );
-        let wg_handshakes = Counter::default();
-        registry.register(
-            "wireguard_handshakes_initiated",
-            "WireGuard handshake initiations sent",
-            wg_handshakes.clone(),
-        );
-        let wg_sessions = Counter::default();
-        registry.register(
-            "wireguard_sessions_established",
-            "WireGuard sessions established",
-            wg_sessions.clone(),
-        );
-        let wg_datagrams = Family::<Labels, Counter>::default();
-        registry.register(
-            "wireguard_datagrams",
-            "WireGuard UDP datagrams, by direction",
-            wg_datagrams.clone(),
-        );
-        let wg_dropped = Family::<Labels, Counter>::default();
-        registry.register(
-            "wireguard_packets_dropped",
-            "WireGuard packets dropped, by reason",
-            wg_dropped.clone(),
-        );
+        #[cfg(feature = "wireguard")]
+        let wg = WgMetrics::register(&mut registry);
         let fips_mode = Family::<Labels, Gauge>::default();
         registry.register(
             "fips_mode",
@@ -162,10 +185,8 @@ impl Metrics {
             refused,
             bytes,
             handshake_failures,
-            wg_handshakes,
-            wg_sessions,
-            wg_datagrams,
-            wg_dropped,
+            #[cfg(feature = "wireguard")]
+            wg,
             sources: Mutex::new(Scrape::default()),
         }
     }
@@ -206,6 +227,7 @@ impl Metrics {
     }
 
     /// Fold a WireGuard node's counters in at scrape time.
+    #[cfg(feature = "wireguard")]
     pub(crate) fn watch_wireguard(&self, node: WgNode) {
         self.lock().sources.push(Source::Wireguard(node));
     }
@@ -344,37 +366,38 @@ impl Metrics {
                     let s = client.metrics();
                     self.fold_handshakes(&s, &mut bump);
                 }
+                #[cfg(feature = "wireguard")]
                 Source::Wireguard(node) => {
                     let s = node.stats();
                     bump(
-                        &self.wg_handshakes,
+                        &self.wg.handshakes,
                         "wg",
                         "handshakes",
                         s.handshakes_initiated,
                     );
-                    bump(&self.wg_sessions, "wg", "sessions", s.sessions_established);
+                    bump(&self.wg.sessions, "wg", "sessions", s.sessions_established);
                     let d = |d| vec![("direction", d)];
                     bump(
-                        &self.wg_datagrams.get_or_create(&d("rx")),
+                        &self.wg.datagrams.get_or_create(&d("rx")),
                         "wg",
                         "rx",
                         s.rx_datagrams,
                     );
                     bump(
-                        &self.wg_datagrams.get_or_create(&d("tx")),
+                        &self.wg.datagrams.get_or_create(&d("tx")),
                         "wg",
                         "tx",
                         s.tx_datagrams,
                     );
                     let r = |r| vec![("reason", r)];
                     bump(
-                        &self.wg_dropped.get_or_create(&r("replayed")),
+                        &self.wg.dropped.get_or_create(&r("replayed")),
                         "wg",
                         "replayed",
                         s.rx_replayed,
                     );
                     bump(
-                        &self.wg_dropped.get_or_create(&r("invalid")),
+                        &self.wg.dropped.get_or_create(&r("invalid")),
                         "wg",
                         "invalid",
                         s.rx_dropped,

@@ -9,6 +9,7 @@ use fipstun_hbone::{AllowAll, HboneServer, TlsIdentity};
 use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::tls::Authorizer;
 use fipstun_transport::{Forwarder, PlainTcp};
+#[cfg(feature = "wireguard")]
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
 
@@ -111,6 +112,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
         _ => None,
     };
 
+    #[cfg(feature = "wireguard")]
     let wireguard = match &cfg.wireguard {
         Some(w) => {
             let mut wg =
@@ -139,6 +141,11 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
         }
         None => None,
     };
+    // Built without WireGuard, the config loader refused `[wireguard]`: there is none here.
+    #[cfg(not(feature = "wireguard"))]
+    if let Some(w) = &cfg.wireguard {
+        match *w {}
+    }
 
     if let Some(l) = metrics_listener {
         ready.push(format!(
@@ -171,6 +178,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
         }
     };
     tokio::join!(hbone_drain, streams_drain);
+    #[cfg(feature = "wireguard")]
     drop(wireguard);
     tracing::info!("stopped");
     Ok(())

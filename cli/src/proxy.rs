@@ -9,6 +9,7 @@ use fipstun_hbone::{ClientConfig, HboneClient, HboneRoute, HboneTransport, TlsId
 use fipstun_identity::policy::CryptoPolicy;
 use fipstun_transport::policy::Policy;
 use fipstun_transport::{Forwarder, ForwarderConfig, PlainTcp, Target, TcpAcceptor, Transport};
+#[cfg(feature = "wireguard")]
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
 
@@ -44,6 +45,7 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         _ => None,
     };
     // One WireGuard node for every WireGuard listener.
+    #[cfg(feature = "wireguard")]
     let wg = match &cfg.wireguard {
         Some(w) => {
             let mut c = WgConfig::new(w.private_key.clone(), w.listen, w.address);
@@ -58,6 +60,11 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         }
         None => None,
     };
+    // Built without WireGuard, the config loader refused `[wireguard]`: there is none here.
+    #[cfg(not(feature = "wireguard"))]
+    if let Some(w) = &cfg.wireguard {
+        match *w {}
+    }
 
     let mut ready = Vec::new();
     let mut forwarders: Vec<Box<dyn Drain>> = Vec::new();
@@ -86,6 +93,7 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
                     .with_default_route(HboneRoute::new(*node, node_id.clone()));
                 site.serve(t)
             }
+            #[cfg(feature = "wireguard")]
             Via::Wireguard => {
                 site.serve(wg.clone().ok_or("via = \"wireguard\" needs [wireguard]")?)
             }

@@ -21,10 +21,17 @@ use fipstun_scorecard::{
     Workload, procfs::Pid,
 };
 use fipstun_transport::{PlainTcp, Transport};
+#[cfg(feature = "wireguard")]
 use fipstun_wireguard::WgPrivateKey;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::duration::parse_duration;
+
+/// The backends `--backends` runs by default: every one this binary has.
+#[cfg(feature = "wireguard")]
+const DEFAULT_BACKENDS: &str = "plain,relay,hbone,wireguard";
+#[cfg(not(feature = "wireguard"))]
+const DEFAULT_BACKENDS: &str = "plain,relay,hbone";
 
 /// The trust domain the scorecard's throw-away CA serves.
 const TRUST_DOMAIN: &str = "scorecard.test";
@@ -67,7 +74,7 @@ pub(crate) struct ScorecardArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "plain,relay,hbone,wireguard"
+        default_value = DEFAULT_BACKENDS
     )]
     backends: Vec<Backend>,
     /// No progress bar (plain lines on stderr instead).
@@ -235,6 +242,7 @@ struct Path2 {
 }
 
 /// A private key, mode 0600, replacing one a previous run left.
+#[cfg(feature = "wireguard")]
 fn write_secret(path: &Path, text: &str) -> Result<(), String> {
     crate::key_file::write(
         path,
@@ -478,6 +486,16 @@ impl Setup<'_> {
         Ok(negotiated.to_string())
     }
 
+    #[cfg(not(feature = "wireguard"))]
+    fn wireguard(&self) -> Result<Path2, String> {
+        Err(
+            "the wireguard backend: this fipstun binary was built without the `wireguard` \
+             feature (--no-default-features); rebuild with `--features wireguard`"
+                .into(),
+        )
+    }
+
+    #[cfg(feature = "wireguard")]
     fn wireguard(&self) -> Result<Path2, String> {
         let dir = self.out.join("wireguard");
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

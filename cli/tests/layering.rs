@@ -5,7 +5,9 @@
 //!   dependencies on other workspace crates sit in a lower layer, never its own or a higher one;
 //! - no crate depends on the benches (`fipstun-benches`) through normal or build dependencies,
 //!   and only test-only crates may through dev-dependencies, so the production binary never
-//!   links them.
+//!   links them;
+//! - the facade (`fipstun/`, package `fipstun`, which re-exports the layers) sits above every
+//!   layer it re-exports and below the binary (`cli/`), whether or not the binary uses it.
 //!
 //! The order is read out of README.md, never copied (as in readme.rs): the sentence a reader
 //! sees is the rule that is checked, so the two cannot drift apart. Crates are named there by
@@ -35,8 +37,21 @@ const BENCHES: &str = "fipstun-benches";
 /// Test-only packages: these alone may dev-depend on the benches (none does today).
 const TEST_ONLY: &[&str] = &["fipstun-fips-tests"];
 
-/// The production binary's `[[bin]]` target name (its package is `fipstun` or `fipstun-cli`).
+/// The production binary's `[[bin]]` target name (its package is `fipstun-cli`; the package
+/// named `fipstun` is the library facade).
 const BINARY: &str = "fipstun";
+
+/// The facade's directory, and the directories of the layers it must sit between.
+const FACADE: &str = "fipstun";
+const BELOW_FACADE: &[&str] = &[
+    "identity",
+    "policy",
+    "transport",
+    "hbone",
+    "wireguard",
+    "planes",
+];
+const ABOVE_FACADE: &[&str] = &["cli"];
 
 /// How a dependency is declared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,4 +332,32 @@ fn the_binary_never_links_the_benches() {
             route.join(" -> ")
         );
     }
+}
+
+/// The README places the facade above every crate it re-exports and below the binary.
+#[test]
+fn the_facade_sits_between_the_backends_and_the_binary() {
+    let (layer_of, sentence) = readme_order();
+    let layer = |dir: &str| {
+        *layer_of.get(dir).unwrap_or_else(|| {
+            panic!("README.md's layer order (\"{sentence}\") does not place `{dir}/`")
+        })
+    };
+    let facade = layer(FACADE);
+    let mut wrong = Vec::new();
+    for dir in BELOW_FACADE {
+        if layer(dir) >= facade {
+            wrong.push(format!("`{dir}/` must be below the facade `{FACADE}/`"));
+        }
+    }
+    for dir in ABOVE_FACADE {
+        if layer(dir) <= facade {
+            wrong.push(format!("`{dir}/` must be above the facade `{FACADE}/`"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README.md: \"{sentence}\":\n  {}",
+        wrong.join("\n  ")
+    );
 }
