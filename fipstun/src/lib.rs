@@ -1,6 +1,6 @@
 //! fipstun: service-mesh tunnels whose cryptography is FIPS 140-3 validated, as one dependency.
 //!
-//! This crate holds no code of its own but the optional [`metrics`] collector: it re-exports
+//! This crate holds no code of its own but the optional `metrics` collector: it re-exports
 //! the fipstun layers, so a proxy names one crate and picks the backends it links with cargo
 //! features.
 //!
