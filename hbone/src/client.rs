@@ -295,7 +295,7 @@ impl HboneClient {
                                 peer,
                                 kind,
                                 message: format!("the peer refused the handshake: {e}"),
-                                tls: seen,
+                                tls: seen.map(Box::new),
                             }));
                         }
                         let conn_level = e.is_go_away() || e.is_io();
@@ -332,8 +332,7 @@ impl HboneClient {
                 let negotiated = lease.slot().conn().negotiated;
                 tracing::trace!(%peer_id, "hbone stream open");
                 return Ok(HboneStream::new(
-                    send_stream,
-                    resp.into_body(),
+                    (send_stream, resp.into_body()),
                     peer,
                     peer_id,
                     negotiated,
@@ -434,7 +433,7 @@ impl HboneClient {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| DialError {
-                    tls: rustls_error(&e).cloned(),
+                    tls: rustls_error(&e).cloned().map(Box::new),
                     ..fail(classify_tls_error(&e), e.to_string())
                 })?;
             tls.get_mut()
@@ -464,7 +463,7 @@ impl HboneClient {
                 .handshake::<_, Bytes>(tls)
                 .await
                 .map_err(|e| DialError {
-                    tls: seen_tls.get().cloned(),
+                    tls: seen_tls.get().cloned().map(Box::new),
                     ..fail(HandshakeFailure::Http2, e.to_string())
                 })?;
             Ok((send, conn, peer_id, negotiated, seen_tls))

@@ -298,8 +298,7 @@ impl H2Settings {
 /// reading text: `rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)` when the
 /// peer's SVID does not chain to our bundle, `rustls::Error::AlertReceived(UnknownCA)` when
 /// the peer refused ours.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("connecting to HBONE peer {peer} failed ({}): {message}", kind.label())]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct DialError {
     /// The peer address.
@@ -309,22 +308,41 @@ pub struct DialError {
     /// What the failing layer said.
     pub message: String,
     /// The rustls error, when the failure was TLS's (also the [`std::error::Error::source`]).
-    #[source]
-    pub tls: Option<rustls::Error>,
+    /// Boxed so that every `Result<_, Error>` of this crate stays small.
+    pub tls: Option<Box<rustls::Error>>,
 }
 
 impl DialError {
     /// The rustls error, when the failure was TLS's.
     pub fn tls_error(&self) -> Option<&rustls::Error> {
-        self.tls.as_ref()
+        self.tls.as_deref()
     }
 
     /// The alert the peer sent, when it refused the handshake with one.
     pub fn alert_received(&self) -> Option<rustls::AlertDescription> {
-        match self.tls {
-            Some(rustls::Error::AlertReceived(a)) => Some(a),
+        match self.tls.as_deref() {
+            Some(rustls::Error::AlertReceived(a)) => Some(*a),
             _ => None,
         }
+    }
+}
+
+impl fmt::Display for DialError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "connecting to HBONE peer {} failed ({}): {}",
+            self.peer,
+            self.kind.label(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for DialError {
+    // The rustls error itself (not its box), so `downcast_ref::<rustls::Error>` finds it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.tls.as_deref().map(|e| e as _)
     }
 }
 

@@ -873,8 +873,7 @@ impl PendingConnect {
                 source,
             })?;
         Ok(HboneStream::new(
-            send,
-            body,
+            (send, body),
             self.peer_addr,
             self.peer_id.clone(),
             self.negotiated,

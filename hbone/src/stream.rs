@@ -80,8 +80,7 @@ impl fmt::Debug for HboneStream {
 
 impl HboneStream {
     pub(crate) fn new(
-        send: SendStream<Bytes>,
-        recv: RecvStream,
+        (send, recv): (SendStream<Bytes>, RecvStream),
         peer_addr: SocketAddr,
         peer_id: SpiffeId,
         negotiated: Option<Negotiated>,

@@ -340,7 +340,9 @@ async fn connect_to_a_dead_peer_fails_in_time_and_an_idle_node_sleeps() {
     let r = node
         .connect(&Target::new("10.99.9.1:80".parse().unwrap()))
         .await;
-    let err = r.err().expect("no peer answers: the connect fails");
+    let Err(err) = r else {
+        panic!("no peer answers: the connect must fail")
+    };
     assert!(
         matches!(
             err.find_cause::<fipstun_wireguard::WgError>(),

@@ -1,6 +1,10 @@
 //! Accept HBONE and forward each stream the policy allows; everything else gets 403:
 //!
 //! `hbone-server --identity pki/node --listen 0.0.0.0:15008 --allow 'spiffe://td/ns/prod/*=10.0.0.0/8:80,443'`
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line program: its ready line goes to stdout"
+)]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

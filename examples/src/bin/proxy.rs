@@ -4,6 +4,10 @@
 //!
 //! `proxy --listen 127.0.0.1:8080 --target 10.0.0.7:80 hbone --identity pki/web --node 10.0.0.7:15008 --node-id spiffe://td/node`
 //! `proxy --listen 127.0.0.1:8080 --target 10.0.0.7:80 wireguard --key wg.key --peer <base64> --endpoint 10.0.0.7:51820 --address 10.99.0.2`
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line program: its ready line goes to stdout"
+)]
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -3,6 +3,10 @@
 //!
 //! `SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/agent.sock spire-identity`
 //! `spire-identity --socket unix:///run/spire/agent.sock`
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line program: its ready line goes to stdout"
+)]
 use std::sync::Arc;
 use std::time::Duration;
 
