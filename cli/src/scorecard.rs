@@ -18,7 +18,7 @@ use clap::{Args, ValueEnum};
 use fipstun_identity::policy::fips_status;
 use fipstun_scorecard::{
     self as scorecard, BackendResult, Measurement, Process, Role, Scorecard, Sinks, Window,
-    Workload, procfs::Pid,
+    Workload, WorkloadResult, procfs::Pid,
 };
 use fipstun_transport::{PlainTcp, Transport};
 use fipstun_wireguard::WgPrivateKey;
@@ -54,11 +54,20 @@ impl Backend {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct ScorecardArgs {
-    /// Total measuring budget, split evenly over every (backend, workload) pair; each pair
-    /// spends a fifth of its share (at most 1 s) warming up.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// Compare two runs instead of measuring.
+    #[command(subcommand)]
+    command: Option<ScorecardCommand>,
+    /// Total budget: an eighth (at most 15 s) for the at-rest window, the rest split evenly
+    /// over every (rep, backend, workload) run; each run spends a fifth of its share (at most
+    /// 1 s) warming up.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
     duration: Duration,
+    /// Repetitions of every backend x workload cell, run in interleaved rounds (every cell
+    /// once, then again); figures are medians with their min-max range.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
     /// Output folder (default: `scorecard-<UTC timestamp>` in the current directory).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -74,6 +83,21 @@ pub(crate) struct ScorecardArgs {
     #[arg(long)]
     no_progress: bool,
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum ScorecardCommand {
+    /// Each figure of two runs side by side (`scorecard.json` files): the change of the
+    /// medians and whether it left the noise band (`~` = the min-max ranges overlap).
+    Diff {
+        /// The earlier run's scorecard.json.
+        old: PathBuf,
+        /// The later run's scorecard.json.
+        new: PathBuf,
+    },
+}
+
+/// How many slices the at-rest window is cut into (its figures' spread is over them).
+const IDLE_SLICES: u32 = 3;
 
 /// How long a child process may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -490,7 +514,7 @@ impl Setup<'_> {
             proxy_key.public_key()
         );
         let proxy = format!(
-            "fips = \"off\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\n{}",
+            "fips = \"off\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\npersistent_keepalive = 25\n{}",
             q(&dir.join("proxy.key").display().to_string()),
             node_key.public_key(),
             self.listeners("wireguard", "")
@@ -568,7 +592,7 @@ async fn check_path(p: &Path2) -> Result<(), String> {
     Err(format!("no round trip through {} in 10 s: {last}", p.path))
 }
 
-fn summary(backend: &str, m: &Measurement) -> String {
+fn summary(rep: &str, backend: &str, m: &Measurement) -> String {
     let what = match m.workload {
         Workload::Bulk { .. } => format!("{:.2} Gbit/s", m.bytes_per_sec() * 8.0 / 1e9),
         _ => {
@@ -582,7 +606,7 @@ fn summary(backend: &str, m: &Measurement) -> String {
         }
     };
     format!(
-        "{backend:<10} {:<13} {what}, {:.2} cores, {} errors",
+        "{rep} {backend:<10} {:<13} {what}, {:.2} cores, {} errors",
         m.workload.label(),
         m.cores(),
         m.errors
@@ -612,8 +636,36 @@ fn timestamp() -> (String, String) {
     (folder, rfc)
 }
 
-/// Run the scorecard; returns the table to print.
+/// `fipstun scorecard diff OLD NEW`: both files read, every shared figure compared.
+fn diff(old: &Path, new: &Path) -> Result<String, String> {
+    let read = |p: &Path| {
+        let text = fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Scorecard::from_json(&text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let (o, n) = (read(old)?, read(new)?);
+    Ok(scorecard::diff::render(&o, &n))
+}
+
+/// How the budget is spent: the at-rest window, and each run's warm-up and measured time.
+fn plan(duration: Duration, reps: u32, cells: usize) -> (Duration, Window) {
+    let idle = (duration / 8).min(Duration::from_secs(15));
+    let runs = (cells as u32 * reps).max(1);
+    let slot = (duration - idle) / runs;
+    let warmup = (slot / 5).min(Duration::from_secs(1));
+    (
+        idle,
+        Window {
+            warmup,
+            measure: slot - warmup,
+        },
+    )
+}
+
+/// Run the scorecard (or compare two runs); returns the text to print.
 pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
+    if let Some(ScorecardCommand::Diff { old, new }) = &args.command {
+        return diff(old, new);
+    }
     if args.backends.is_empty() {
         return Err("no backends chosen".into());
     }
@@ -631,13 +683,10 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         return Err("FIPS mode is not active; `fipstun status` tells why".into());
     }
     let workloads = scorecard::standard_workloads();
-    let slots = (args.backends.len() * workloads.len()) as u32;
-    let slot = args.duration / slots.max(1);
-    let warmup = (slot / 5).min(Duration::from_secs(1));
-    let window = Window {
-        warmup,
-        measure: slot - warmup,
-    };
+    let reps = args.reps.max(1);
+    let cells = args.backends.len() * workloads.len();
+    let (idle_window, window) = plan(args.duration, reps, cells);
+    let tunnels = args.backends.iter().any(|b| *b != Backend::Plain);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("scorecard-load")
@@ -647,10 +696,11 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let module = format!("{} ({})", status.module.name, status.module.certificate);
     let machine = scorecard::machine(started, env!("CARGO_PKG_VERSION").into(), module);
 
+    let steps = cells as u64 * u64::from(reps) + u64::from(tunnels);
     let bar = if args.no_progress {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(u64::from(slots))
+        ProgressBar::new(steps)
     };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -665,9 +715,15 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         }
     };
     say(format!(
-        "scorecard: {} backend x workload runs of {:.1} s each; output folder {}",
-        slots,
-        slot.as_secs_f64(),
+        "scorecard: {reps} interleaved rounds of {cells} backend x workload runs, {:.2} s each \
+         ({:.2} s warm-up){}; output folder {}",
+        (window.warmup + window.measure).as_secs_f64(),
+        window.warmup.as_secs_f64(),
+        if tunnels {
+            format!(", then {:.1} s at rest", idle_window.as_secs_f64())
+        } else {
+            String::new()
+        },
         out.display()
     ));
     let backends = rt.block_on(async {
@@ -682,7 +738,8 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             bar.set_message("issuing SVIDs");
             setup.pki()?;
         }
-        let mut results = Vec::new();
+        // Every path is up for the whole run, so the rounds can interleave.
+        let mut paths = Vec::new();
         for &b in &args.backends {
             bar.set_message(format!("{}: starting", b.name()));
             let path = match b {
@@ -698,49 +755,67 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             } else {
                 path.cipher.clone()
             };
-            let mut measured = Vec::new();
-            for w in &workloads {
-                let addr = match w {
-                    Workload::Bulk { .. } => path.discard,
-                    _ => path.echo,
-                };
-                let progress = Arc::new(AtomicU64::new(0));
-                let ticker = {
-                    let (bar, progress, label) = (
-                        bar.clone(),
-                        progress.clone(),
-                        format!("{} {}", b.name(), w.label()),
-                    );
-                    let bulk = matches!(w, Workload::Bulk { .. });
-                    tokio::spawn(async move {
-                        let (mut last, mut at) = (0u64, Instant::now());
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(250)).await;
-                            let now = progress.load(Ordering::Relaxed);
-                            let rate = (now - last) as f64 / at.elapsed().as_secs_f64();
-                            (last, at) = (now, Instant::now());
-                            bar.set_message(if bulk {
-                                format!("{label}: {:.2} Gbit/s", rate * 8.0 / 1e9)
-                            } else {
-                                format!("{label}: {rate:.0}/s")
-                            });
-                        }
-                    })
-                };
-                let m = scorecard::load::run(*w, addr, window, &path.processes, progress).await;
-                ticker.abort();
-                let m = m.map_err(|e| format!("{} {}: {e}", b.name(), w.label()))?;
-                say(summary(b.name(), &m));
-                bar.inc(1);
-                measured.push(m);
+            paths.push((b, path, cipher));
+        }
+        // runs[backend][workload]: one measurement per rep.
+        let mut runs: Vec<Vec<Vec<Measurement>>> =
+            vec![vec![Vec::new(); workloads.len()]; paths.len()];
+        for rep in 1..=reps {
+            for (wi, w) in workloads.iter().enumerate() {
+                for (bi, (b, path, _)) in paths.iter().enumerate() {
+                    let m = measure_one(&bar, *b, path, *w, window).await?;
+                    say(summary(&format!("[{rep}/{reps}]"), b.name(), &m));
+                    bar.inc(1);
+                    runs[bi][wi].push(m);
+                }
+            }
+        }
+        let idle = if tunnels {
+            bar.set_message(format!("at rest for {:.1} s", idle_window.as_secs_f64()));
+            // One round trip each: pools warm and WireGuard sessions fresh when the window
+            // starts; then a second for closing connections to settle.
+            for (_, path, _) in &paths {
+                check_path(path).await?;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let groups: Vec<Vec<Process>> = paths
+                .iter()
+                .map(|(_, p, _)| {
+                    p.processes
+                        .iter()
+                        .filter(|x| x.role == Role::Tunnel)
+                        .cloned()
+                        .collect()
+                })
+                .collect();
+            let idle = scorecard::idle::measure(&groups, idle_window, IDLE_SLICES).await?;
+            bar.inc(1);
+            idle
+        } else {
+            Vec::new()
+        };
+        let mut results = Vec::new();
+        for (bi, ((b, path, cipher), cells)) in paths.iter().zip(runs).enumerate() {
+            let idle = idle.get(bi).filter(|_| *b != Backend::Plain).cloned();
+            if let Some(i) = &idle {
+                say(format!(
+                    "at rest   {:<10} {:.2} CPU-s/min, {:.1} MiB",
+                    b.name(),
+                    i.tunnel_cpu_s_per_min.median,
+                    i.tunnel_rss_bytes.median / (1024.0 * 1024.0)
+                ));
             }
             results.push(BackendResult {
                 name: b.name().into(),
                 protocol: path.protocol.clone(),
-                cipher,
+                cipher: cipher.clone(),
                 fips: path.fips,
                 path: path.path.clone(),
-                results: measured,
+                results: cells
+                    .into_iter()
+                    .filter_map(WorkloadResult::from_runs)
+                    .collect(),
+                idle,
             });
         }
         Ok::<_, String>(results)
@@ -748,7 +823,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     bar.finish_and_clear();
 
     let card = Scorecard {
+        schema_version: scorecard::SCHEMA_VERSION,
         machine,
+        reps,
         warmup_s: window.warmup.as_secs_f64(),
         measure_s: window.measure.as_secs_f64(),
         backends,
@@ -760,9 +837,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let dead: Vec<String> = card
         .backends
         .iter()
-        .flat_map(|b| b.results.iter().map(move |m| (b, m)))
-        .filter(|(_, m)| m.ops == 0 && m.bytes == 0)
-        .map(|(b, m)| format!("{} {}", b.name, m.workload.label()))
+        .flat_map(|b| b.results.iter().map(move |c| (b, c)))
+        .filter(|(_, c)| c.runs.iter().any(|m| m.ops == 0 && m.bytes == 0))
+        .map(|(b, c)| format!("{} {}", b.name, c.workload.label()))
         .collect();
     let mut text = format!(
         "{table}\nwritten: {0}/scorecard.txt, {0}/scorecard.json, {0}/scorecard.svg (logs in {0}/logs)",
@@ -775,9 +852,52 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         ));
     }
     if !dead.is_empty() {
-        return Err(format!("{text}\nnothing got through: {}", dead.join(", ")));
+        return Err(format!(
+            "{text}\nnothing got through in a run of: {}",
+            dead.join(", ")
+        ));
     }
     Ok(text)
+}
+
+/// One run of one workload through one path, with a live rate on the progress bar.
+async fn measure_one(
+    bar: &ProgressBar,
+    b: Backend,
+    path: &Path2,
+    w: Workload,
+    window: Window,
+) -> Result<Measurement, String> {
+    let addr = match w {
+        Workload::Bulk { .. } => path.discard,
+        _ => path.echo,
+    };
+    let progress = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let (bar, progress, label) = (
+            bar.clone(),
+            progress.clone(),
+            format!("{} {}", b.name(), w.label()),
+        );
+        let bulk = matches!(w, Workload::Bulk { .. });
+        tokio::spawn(async move {
+            let (mut last, mut at) = (0u64, Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = progress.load(Ordering::Relaxed);
+                let rate = (now - last) as f64 / at.elapsed().as_secs_f64();
+                (last, at) = (now, Instant::now());
+                bar.set_message(if bulk {
+                    format!("{label}: {:.2} Gbit/s", rate * 8.0 / 1e9)
+                } else {
+                    format!("{label}: {rate:.0}/s")
+                });
+            }
+        })
+    };
+    let m = scorecard::load::run(w, addr, window, &path.processes, progress).await;
+    ticker.abort();
+    m.map_err(|e| format!("{} {}: {e}", b.name(), w.label()))
 }
 
 #[cfg(test)]
@@ -805,6 +925,23 @@ mod tests {
         assert!(msg.contains("| log line 30") && msg.contains("| log line 11"));
         assert!(!msg.contains("| log line 10\n"), "only the last 20 lines");
         assert!(msg.contains("Try:"));
+    }
+
+    #[test]
+    fn the_budget_covers_the_rest_window_and_every_run() {
+        // The default: 120 s, 3 reps of 16 cells.
+        let (idle, w) = plan(Duration::from_secs(120), 3, 16);
+        assert_eq!(idle, Duration::from_secs(15));
+        let per_run = w.warmup + w.measure;
+        assert_eq!(per_run, Duration::from_secs(105) / 48);
+        assert_eq!(w.warmup, per_run / 5);
+        assert!(idle + per_run * 48 <= Duration::from_secs(120));
+        // A long budget keeps the rest window and the warm-up capped.
+        let (idle, w) = plan(Duration::from_secs(3600), 1, 4);
+        assert_eq!(
+            (idle, w.warmup),
+            (Duration::from_secs(15), Duration::from_secs(1))
+        );
     }
 
     #[test]
