@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use fipstun_identity::policy::fips_status;
 use fipstun_scorecard::{
-    self as scorecard, BackendResult, Measurement, Process, Role, Scorecard, Sinks, Window,
+    self as scorecard, BackendResult, Churn, Measurement, Process, Role, Scorecard, Sinks, Window,
     Workload, WorkloadResult, procfs::Pid,
 };
 use fipstun_transport::{PlainTcp, Transport};
@@ -278,6 +278,55 @@ fn q(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// Run this executable with `args` to completion; its stderr is the error.
+fn fipstun(args: &[String]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let o = Command::new(&exe)
+        .args(args)
+        .output()
+        .map_err(|e| format!("fipstun {}: {e}", args.join(" ")))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fipstun {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// How often the churn run re-issues the node's SVID.
+const CHURN_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs `fipstun <args>` now and then every `every` on its own thread until `stop` is set;
+/// the thread returns how many runs succeeded and how many failed.
+fn churn(
+    args: Vec<String>,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        let start = Instant::now();
+        let mut k = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            match fipstun(&args) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!("churn: {e}");
+                }
+            }
+            k += 1;
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < every * k {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        (ok, failed)
+    })
+}
+
 fn app_process() -> Process {
     Process {
         name: "load+sinks".into(),
@@ -293,22 +342,10 @@ struct Setup<'a> {
 
 impl Setup<'_> {
     fn pki(&self) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let pki = self.out.join("pki");
         let run = |args: &[&str]| -> Result<(), String> {
-            let o = Command::new(&exe)
-                .args(args)
-                .output()
-                .map_err(|e| format!("fipstun {}: {e}", args.join(" ")))?;
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "fipstun {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            }
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            fipstun(&args)
         };
         let ca = pki.join("ca");
         let ca = ca.to_str().ok_or("output path is not UTF-8")?;
@@ -339,6 +376,30 @@ impl Setup<'_> {
             ])?;
         }
         Ok(())
+    }
+
+    /// `fipstun ca issue --force` arguments that re-issue the node's SVID (a new key and
+    /// certificate) into the folder the node watches, as a CA rotating it would.
+    fn reissue_node_svid_args(&self) -> Result<Vec<String>, String> {
+        let pki = self.out.join("pki");
+        let path = |p: PathBuf| {
+            p.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| "output path is not UTF-8".to_string())
+        };
+        Ok(vec![
+            "ca".into(),
+            "issue".into(),
+            "--ca".into(),
+            path(pki.join("ca"))?,
+            "--id".into(),
+            format!("spiffe://{TRUST_DOMAIN}/node"),
+            "--out".into(),
+            path(pki.join("node"))?,
+            "--ttl".into(),
+            "1d".into(),
+            "--force".into(),
+        ])
     }
 
     fn plain(&self) -> Path2 {
@@ -685,7 +746,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let workloads = scorecard::standard_workloads();
     let reps = args.reps.max(1);
     let cells = args.backends.len() * workloads.len();
-    let (idle_window, window) = plan(args.duration, reps, cells);
+    // HBONE runs the request/response load once more per rep while its node's SVID churns.
+    let churn_cells = usize::from(args.backends.contains(&Backend::Hbone));
+    let (idle_window, window) = plan(args.duration, reps, cells + churn_cells);
     let tunnels = args.backends.iter().any(|b| *b != Backend::Plain);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -696,7 +759,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let module = format!("{} ({})", status.module.name, status.module.certificate);
     let machine = scorecard::machine(started, env!("CARGO_PKG_VERSION").into(), module);
 
-    let steps = cells as u64 * u64::from(reps) + u64::from(tunnels);
+    let steps = (cells + churn_cells) as u64 * u64::from(reps) + u64::from(tunnels);
     let bar = if args.no_progress {
         ProgressBar::hidden()
     } else {
@@ -715,8 +778,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         }
     };
     say(format!(
-        "scorecard: {reps} interleaved rounds of {cells} backend x workload runs, {:.2} s each \
+        "scorecard: {reps} interleaved rounds of {} backend x workload runs, {:.2} s each \
          ({:.2} s warm-up){}; output folder {}",
+        cells + churn_cells,
         (window.warmup + window.measure).as_secs_f64(),
         window.warmup.as_secs_f64(),
         if tunnels {
@@ -760,6 +824,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         // runs[backend][workload]: one measurement per rep.
         let mut runs: Vec<Vec<Vec<Measurement>>> =
             vec![vec![Vec::new(); workloads.len()]; paths.len()];
+        let (mut churn_runs, mut churn_changes, mut churn_failures) = (Vec::new(), Vec::new(), 0);
         for rep in 1..=reps {
             for (wi, w) in workloads.iter().enumerate() {
                 for (bi, (b, path, _)) in paths.iter().enumerate() {
@@ -768,6 +833,30 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                     bar.inc(1);
                     runs[bi][wi].push(m);
                 }
+            }
+            if let (Some((b, path, _)), Some(w)) = (
+                paths.iter().find(|(b, _, _)| *b == Backend::Hbone),
+                workloads
+                    .iter()
+                    .find(|w| matches!(w, Workload::RequestResponse { .. })),
+            ) {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let changer = churn(setup.reissue_node_svid_args()?, CHURN_EVERY, stop.clone());
+                let m = measure_one(&bar, *b, path, *w, window).await;
+                stop.store(true, Ordering::Relaxed);
+                let (ok, failed) = changer
+                    .join()
+                    .map_err(|_| "the churn thread panicked".to_string())?;
+                let m = m?;
+                say(summary(
+                    &format!("[{rep}/{reps}]"),
+                    &format!("{}+churn", b.name()),
+                    &m,
+                ));
+                bar.inc(1);
+                churn_runs.push(m);
+                churn_changes.push(ok);
+                churn_failures += failed;
             }
         }
         let idle = if tunnels {
@@ -816,6 +905,18 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                     .filter_map(WorkloadResult::from_runs)
                     .collect(),
                 idle,
+                churn: (*b == Backend::Hbone)
+                    .then(|| WorkloadResult::from_runs(std::mem::take(&mut churn_runs)))
+                    .flatten()
+                    .map(|result| Churn {
+                        what: format!(
+                            "node SVID re-issued every {} s, reloaded at the node's 2 s poll",
+                            CHURN_EVERY.as_secs()
+                        ),
+                        changes: churn_changes.clone(),
+                        change_failures: churn_failures,
+                        result,
+                    }),
             });
         }
         Ok::<_, String>(results)
@@ -929,13 +1030,13 @@ mod tests {
 
     #[test]
     fn the_budget_covers_the_rest_window_and_every_run() {
-        // The default: 120 s, 3 reps of 16 cells.
-        let (idle, w) = plan(Duration::from_secs(120), 3, 16);
+        // The default: 120 s, 3 reps of 16 cells and the churn run.
+        let (idle, w) = plan(Duration::from_secs(120), 3, 17);
         assert_eq!(idle, Duration::from_secs(15));
         let per_run = w.warmup + w.measure;
-        assert_eq!(per_run, Duration::from_secs(105) / 48);
+        assert_eq!(per_run, Duration::from_secs(105) / 51);
         assert_eq!(w.warmup, per_run / 5);
-        assert!(idle + per_run * 48 <= Duration::from_secs(120));
+        assert!(idle + per_run * 51 <= Duration::from_secs(120));
         // A long budget keeps the rest window and the warm-up capped.
         let (idle, w) = plan(Duration::from_secs(3600), 1, 4);
         assert_eq!(

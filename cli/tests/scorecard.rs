@@ -43,8 +43,12 @@ fn short_scorecard_measures_every_backend() {
         .lines()
         .filter_map(|l| l.strip_prefix('[').and_then(|l| l.split(']').next()))
         .collect();
-    assert_eq!(order.len(), 32, "2 reps x 4 paths x 4 workloads:\n{stderr}");
-    assert!(order[..16].iter().all(|r| *r == "1/2") && order[16..].iter().all(|r| *r == "2/2"));
+    assert_eq!(
+        order.len(),
+        34,
+        "2 reps x (4 paths x 4 workloads + HBONE under churn):\n{stderr}"
+    );
+    assert!(order[..17].iter().all(|r| *r == "1/2") && order[17..].iter().all(|r| *r == "2/2"));
     for f in ["scorecard.txt", "scorecard.json", "scorecard.svg"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -125,6 +129,20 @@ fn short_scorecard_measures_every_backend() {
             assert!(idle["tunnel_cpu_s_per_min"]["min"].as_f64().unwrap() >= 0.0);
         }
     }
+    // HBONE under churn: the node's SVID re-issued while the load ran, nothing failed.
+    let churn = &backends[2]["churn"];
+    let changes: u64 = churn["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert!(changes >= 2, "at least one re-issue per run: {churn}");
+    assert_eq!(churn["change_failures"], 0);
+    assert_eq!(churn["result"]["errors"], 0, "zero errors is the target");
+    assert_eq!(churn["result"]["runs"].as_array().unwrap().len(), 2);
+    assert!(backends[3]["churn"].is_null());
+    assert!(stdout.contains("hbone under churn"), "{stdout}");
     let headline = json["headline"].as_array().unwrap();
     assert_eq!(headline.len(), 3);
     assert_eq!(headline[0]["a"], "hbone");

@@ -72,6 +72,20 @@ pub fn diff(old: &Scorecard, new: &Scorecard) -> Vec<Change> {
                 }
             }
         }
+        if let (Some(oc), Some(nc)) = (&ob.churn, &nb.churn) {
+            for f in Figure::ALL {
+                if let (Some(o), Some(n)) = (oc.result.figure(f), nc.result.figure(f)) {
+                    out.push(Change {
+                        backend: nb.name.clone(),
+                        workload: format!("churn-{}", nc.result.workload.label()),
+                        figure: f.name().into(),
+                        old: o,
+                        new: n,
+                        better: f.better(),
+                    });
+                }
+            }
+        }
         if let (Some(o), Some(n)) = (&ob.idle, &nb.idle) {
             for (name, o, n) in [
                 (

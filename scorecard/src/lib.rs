@@ -60,6 +60,7 @@
 //!         path: "load -> sink".into(),
 //!         results: vec![cell],
 //!         idle: None,
+//!         churn: None,
 //!     }],
 //! };
 //! assert!(card.to_table().contains("1024 B each way, 4 connections"));
@@ -159,6 +160,36 @@ pub struct BackendResult {
     /// What the tunnel processes cost at rest (none for the no-mesh baseline).
     #[serde(default)]
     pub idle: Option<Idle>,
+    /// The request/response load again while the tunnel's identity churns (HBONE only).
+    #[serde(default)]
+    pub churn: Option<Churn>,
+}
+
+/// A load run while something the tunnel depends on keeps changing, to hold against the same
+/// load without the change.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Churn {
+    /// What changed, and how often.
+    pub what: String,
+    /// Changes made during each run (one entry per rep).
+    pub changes: Vec<u64>,
+    /// Changes that failed (the tool that makes them returned an error), all reps.
+    pub change_failures: u64,
+    /// The load under churn, one run per rep.
+    pub result: WorkloadResult,
+}
+
+impl Churn {
+    /// Queries and p99 under churn against `calm` (the same workload without churn).
+    pub fn against(&self, calm: &WorkloadResult) -> Vec<Ratio> {
+        let mut out = Vec::new();
+        for (what, f) in [("queries", Figure::OpsPerSec), ("p99", Figure::P99Us)] {
+            if let (Some(a), Some(b)) = (self.result.figure(f), calm.figure(f)) {
+                out.extend(Ratio::between(what, &a, &b, RatioStyle::Percent));
+            }
+        }
+        out
+    }
 }
 
 impl BackendResult {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{BackendResult, Comparison, Figure, Scorecard, Spread, Workload, WorkloadResult};
+use super::{BackendResult, Figure, Scorecard, Spread, Workload, WorkloadResult};
 
 /// A number in three significant digits with an SI prefix: `174k`, `17.4k`, `1.74`, `0.05`.
 pub(crate) fn num(v: f64) -> String {
@@ -139,6 +139,20 @@ pub(super) fn headline(s: &Scorecard) -> String {
         };
         if let (Some(a), Some(b)) = (idle(&c.a), idle(&c.b)) {
             let _ = writeln!(out, "    {:<24} {a}; {b}", "at rest");
+        }
+    }
+    for b in &s.backends {
+        let Some(ch) = &b.churn else { continue };
+        let Some(calm) = b.cell(|w| *w == ch.result.workload) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "  {} under churn ({}) vs without: {} errors",
+            b.name, ch.what, ch.result.errors
+        );
+        for r in ch.against(calm) {
+            let _ = writeln!(out, "    {:<24} {}", r.what, r.text());
         }
     }
     out
@@ -321,6 +335,39 @@ pub(super) fn table(s: &Scorecard) -> String {
             t.line(&first);
             t.line(&second);
         }
+        out.push_str(&t.out);
+    }
+    for b in &s.backends {
+        let Some(ch) = &b.churn else { continue };
+        let c = &ch.result;
+        let _ = writeln!(
+            out,
+            "\nUnder churn: {} {} while {} (changes per run: {:?}; {} failed)",
+            b.name,
+            c.workload.label(),
+            ch.what,
+            ch.changes,
+            ch.change_failures
+        );
+        let mut t = Table::new(
+            &["backend", "per sec", "p50", "p99", "p99.9", "errors"],
+            &[10, 11, 11, 13, 13, 6],
+        );
+        let cols = [
+            pair(c.figure(Figure::OpsPerSec), num, num_range),
+            pair(c.figure(Figure::P50Us), us, us_range),
+            pair(c.figure(Figure::P99Us), us, us_range),
+            pair(c.figure(Figure::P999Us), us, us_range),
+        ];
+        let mut first = vec![b.name.clone()];
+        let mut second = vec![String::new()];
+        for [a, r] in cols {
+            first.push(a);
+            second.push(r);
+        }
+        first.push(c.errors.to_string());
+        t.line(&first);
+        t.line(&second);
         out.push_str(&t.out);
     }
     let idle: Vec<&BackendResult> = s.backends.iter().filter(|b| b.idle.is_some()).collect();
@@ -978,6 +1025,7 @@ pub(crate) mod tests {
                 cell(&|k| measurement(w[2], 0, (k_ops(k) as f64 * 800_000.0) as u64, 0.0, cpu)),
                 cell(&|k| measurement(w[3], k_ops(k) / 10, 0, 900.0, cpu)),
             ],
+            churn: None,
             idle: tunnel.then(|| Idle {
                 window_s: 15.0,
                 slices: 3,
@@ -1079,6 +1127,51 @@ pub(crate) mod tests {
         let t = s.to_table();
         assert!(t.starts_with("Headline"), "the headline comes first:\n{t}");
         assert!(t.contains("hbone vs wireguard") && t.contains("~ (within noise"));
+    }
+
+    #[test]
+    fn churn_is_held_against_the_same_load_without_it() {
+        let mut s = four();
+        let hb = &mut s.backends[2];
+        let calm = hb.results[0].clone();
+        // The same rate, twice the latency, and two failed requests in one rep.
+        let runs = calm
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut m = m.clone();
+                let l = m.latency.as_mut().unwrap();
+                l.p99_us *= 2.0;
+                m.errors = if i == 1 { 2 } else { 0 };
+                m
+            })
+            .collect();
+        hb.churn = Some(Churn {
+            what: "node SVID re-issued every 1 s".into(),
+            changes: vec![2, 3, 2],
+            change_failures: 0,
+            result: WorkloadResult::from_runs(runs).unwrap(),
+        });
+        let r = hb.churn.as_ref().unwrap().against(&calm);
+        assert_eq!(r.len(), 2);
+        assert!(r[0].within_noise, "same rate: {:?}", r[0]);
+        assert!(r[1].text().starts_with("+100% ["), "{}", r[1].text());
+        let t = s.to_table();
+        assert!(
+            t.contains("hbone under churn (node SVID re-issued every 1 s) vs without: 2 errors"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Under churn: hbone rr-1KiB-c64 while node SVID"),
+            "{t}"
+        );
+        let back = Scorecard::from_json(&s.to_json()).unwrap();
+        let d = crate::diff::diff(&back, &s);
+        assert!(
+            d.iter()
+                .any(|c| c.workload == "churn-rr-1KiB-c64" && c.figure == "p99_us")
+        );
     }
 
     #[test]
