@@ -222,10 +222,10 @@ pub(super) fn table(s: &Scorecard) -> String {
     );
     let _ = writeln!(
         out,
-        "{} interleaved rep{} of every cell, each {:.2} s warm-up + {:.2} s measured; per backend a \
-         line of medians and a line of min–max; CPU = user+sys of every process (load generator \
-         and sinks, proxy, node); per core = per CPU-second of all of them; \"~\" in vs plain = \
-         within noise",
+        "{} interleaved rep{} of every cell, each {:.2} s warm-up + {:.2} s measured.\n\
+         Per backend a line of medians and a line of min–max; \"~\" in vs plain = within noise.\n\
+         CPU = user+sys of every process (load generator and sinks, proxy, node); per core = per \
+         CPU-second of all of them.",
         s.reps,
         if s.reps == 1 { "" } else { "s" },
         s.warmup_s,
@@ -862,6 +862,40 @@ fn panels(s: &Scorecard) -> (Option<Panel>, Vec<Panel>) {
         reference: None,
         log: false,
     });
+    // p99 of each churned cell beside the same cell without churn, in ms.
+    let churn_bars = |under: bool| -> Vec<Bar> {
+        s.backends
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| {
+                let ch = b.churn.as_ref()?;
+                let cell = if under {
+                    &ch.result
+                } else {
+                    b.cell(|w| *w == ch.result.workload)?
+                };
+                Some(Bar {
+                    series: i,
+                    value: cell.figure(Figure::P99Us)?.scaled(1e-3),
+                })
+            })
+            .collect()
+    };
+    out.push(Panel {
+        title: "Request p99 with the node's SVID churning, ms".into(),
+        groups: vec![
+            Group {
+                label: "without churn".into(),
+                bars: churn_bars(false),
+            },
+            Group {
+                label: "under churn".into(),
+                bars: churn_bars(true),
+            },
+        ],
+        reference: None,
+        log: false,
+    });
     let idle = |f: fn(&super::Idle) -> Spread, scale: f64| -> Vec<Bar> {
         s.backends
             .iter()
@@ -1166,6 +1200,10 @@ pub(crate) mod tests {
             t.contains("Under churn: hbone rr-1KiB-c64 while node SVID"),
             "{t}"
         );
+        let svg = s.to_svg();
+        assert!(svg.contains("SVID churning"));
+        let problems = label_problems(&svg);
+        assert!(problems.is_empty(), "{problems:?}");
         let back = Scorecard::from_json(&s.to_json()).unwrap();
         let d = crate::diff::diff(&back, &s);
         assert!(
