@@ -172,7 +172,7 @@ fn short_scorecard_measures_every_backend() {
         "{same}"
     );
     assert!(
-        same.contains("hbone      rr-1KiB-c64  ops_per_sec"),
+        same.contains("hbone      rr-1KiB-c64       ops_per_sec"),
         "{same}"
     );
     // ... and a copy whose HBONE request rate tripled shows that one as better.
@@ -186,7 +186,7 @@ fn short_scorecard_measures_every_backend() {
     let text = diff(&moved_path);
     let line = text
         .lines()
-        .find(|l| l.starts_with("hbone      rr-1KiB-c64  ops_per_sec"))
+        .find(|l| l.starts_with("hbone      rr-1KiB-c64       ops_per_sec"))
         .unwrap();
     assert!(
         line.contains("+200.0%") && line.ends_with("better"),

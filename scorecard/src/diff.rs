@@ -24,9 +24,10 @@ pub struct Change {
 }
 
 impl Change {
-    /// The two min-max ranges overlap: the change is within noise.
+    /// The two min-max ranges overlap, or the medians differ by less than
+    /// [`crate::spread::NOISE_FLOOR`]: the change is within noise.
     pub fn within_noise(&self) -> bool {
-        self.old.overlaps(&self.new)
+        self.old.same_within_noise(&self.new)
     }
 
     /// `~` within noise, else `better`, `worse` or `changed` (a figure with no good side).
@@ -125,11 +126,12 @@ pub fn render(old: &Scorecard, new: &Scorecard) -> String {
     );
     let _ = writeln!(
         out,
-        "median [min..max] over the repetitions; \"~\" = the two ranges overlap (within noise)"
+        "median [min..max] over the repetitions; \"~\" = within noise (the ranges overlap, or the \
+         medians differ by under 2%)"
     );
     let _ = writeln!(
         out,
-        "{:<10} {:<12} {:<22} {:>24} {:>24} {:>8}  verdict",
+        "{:<10} {:<17} {:<22} {:>24} {:>24} {:>8}  verdict",
         "backend", "workload", "figure", "old", "new", "change"
     );
     for c in &changes {
@@ -139,7 +141,7 @@ pub fn render(old: &Scorecard, new: &Scorecard) -> String {
             .unwrap_or_else(|| "—".into());
         let _ = writeln!(
             out,
-            "{:<10} {:<12} {:<22} {:>24} {:>24} {:>8}  {}",
+            "{:<10} {:<17} {:<22} {:>24} {:>24} {:>8}  {}",
             c.backend,
             c.workload,
             c.figure,
@@ -194,6 +196,9 @@ mod tests {
             change(&[10.0, 11.0, 12.0], &[1.0, 2.0, 3.0], Better::Neither).verdict(),
             "changed"
         );
+        // No range, a 1% change: noise; 3%: a change.
+        assert_eq!(change(&[100.0], &[101.0], Better::Lower).verdict(), "~");
+        assert_eq!(change(&[100.0], &[103.0], Better::Lower).verdict(), "worse");
         let c = change(&[10.0], &[12.5], Better::Higher);
         assert_eq!(c.percent(), Some(25.0));
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::procfs::{self, CpuTimes};
+use super::procfs;
 use super::{Process, Role, Spread};
 
 /// One process at rest.
@@ -16,7 +16,8 @@ pub struct IdleProcess {
     pub name: String,
     /// Its role.
     pub role: Role,
-    /// CPU seconds (user + sys) per minute of wall time, over the slices.
+    /// CPU seconds (on-CPU time of its threads, from `schedstat`) per minute of wall time,
+    /// over the slices.
     pub cpu_s_per_min: Spread,
     /// Resident set (`VmRSS`) at the end of each slice, bytes.
     pub rss_bytes: Spread,
@@ -46,10 +47,12 @@ pub async fn measure(
 ) -> Result<Vec<Idle>, String> {
     let slices = slices.max(1);
     let all: Vec<&Process> = groups.iter().flatten().collect();
-    let read = || -> Result<Vec<(CpuTimes, u64)>, String> {
+    // On-CPU time from the scheduler's nanosecond counters: an idle tunnel uses a few
+    // milliseconds a minute, below the 10 ms clock tick of /proc/<pid>/stat.
+    let read = || -> Result<Vec<(Duration, u64)>, String> {
         all.iter()
             .map(|p| {
-                let cpu = procfs::cpu_times(p.pid).map_err(|e| format!("{}: {e}", p.name))?;
+                let cpu = procfs::run_time(p.pid).map_err(|e| format!("{}: {e}", p.name))?;
                 let rss = procfs::rss(p.pid).map_err(|e| format!("{}: {e}", p.name))?;
                 Ok((cpu, rss))
             })
@@ -67,7 +70,7 @@ pub async fn measure(
         let wall = at.elapsed().as_secs_f64().max(1e-9);
         at = Instant::now();
         for (i, ((c1, r1), (c0, _))) in now.iter().zip(&last).enumerate() {
-            cpu[i].push(c1.since(c0).total().as_secs_f64() * 60.0 / wall);
+            cpu[i].push(c1.saturating_sub(*c0).as_secs_f64() * 60.0 / wall);
             rss[i].push(*r1 as f64);
         }
         last = now;

@@ -116,7 +116,7 @@ pub(super) fn headline(s: &Scorecard) -> String {
     let _ = writeln!(
         out,
         "Headline: median of {reps} interleaved rep{}, [the range the two min-max ranges allow]; \
-         \"~\" = the two ranges overlap (within noise, no winner){}",
+         \"~\" = within noise (the ranges overlap or differ by under 2%): no winner{}",
         if reps == 1 { "" } else { "s" },
         if reps == 1 {
             " — one rep has no spread: run --reps 3 or more"
@@ -196,7 +196,7 @@ fn pair(s: Option<Spread>, one: fn(f64) -> String, range: fn(&Spread) -> String)
     }
 }
 
-/// `vs plain`: the ratio in percent, `~` when the ranges overlap, the ratio's range below.
+/// `vs plain`: the ratio in percent, `~` within noise, the ratio's range below.
 fn vs_base(c: &WorkloadResult, base: Option<&WorkloadResult>, f: Figure) -> [String; 2] {
     let (Some(a), Some(b)) = (c.figure(f), base.and_then(|b| b.figure(f))) else {
         return ["—".into(), String::new()];
@@ -204,7 +204,7 @@ fn vs_base(c: &WorkloadResult, base: Option<&WorkloadResult>, f: Figure) -> [Str
     let Some(r) = a.ratio_to(&b) else {
         return ["—".into(), String::new()];
     };
-    let med = if a.overlaps(&b) {
+    let med = if a.same_within_noise(&b) {
         "~".to_string()
     } else {
         format!("{:.0}%", r.median * 100.0)

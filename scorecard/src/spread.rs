@@ -54,6 +54,17 @@ impl Spread {
         self.min <= other.max && other.min <= self.max
     }
 
+    /// Whether `self` and `other` cannot be told apart: their min-max ranges overlap, or their
+    /// medians differ by less than [`NOISE_FLOOR`] (a figure that does not vary between reps,
+    /// such as resident memory, has no range, yet a 0.1% change in it is not news).
+    pub fn same_within_noise(&self, other: &Spread) -> bool {
+        if self.overlaps(other) {
+            return true;
+        }
+        let scale = self.median.abs().max(other.median.abs());
+        scale > 0.0 && (self.median - other.median).abs() < NOISE_FLOOR * scale
+    }
+
     /// `self / other`: the ratio of the medians, and the widest ratio the ranges allow
     /// (`self.min / other.max` to `self.max / other.min`). `None` when `other` can be zero.
     pub fn ratio_to(&self, other: &Spread) -> Option<Spread> {
@@ -76,6 +87,10 @@ impl Spread {
         }
     }
 }
+
+/// The smallest relative difference between two medians that counts as a difference even
+/// when the figures' ranges do not overlap: 2%.
+pub const NOISE_FLOOR: f64 = 0.02;
 
 /// Which way a figure is better.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -221,7 +236,7 @@ impl Ratio {
         Some(Ratio {
             what: what.into(),
             ratio: a.ratio_to(b)?,
-            within_noise: a.overlaps(b),
+            within_noise: a.same_within_noise(b),
             style,
         })
     }
@@ -279,6 +294,15 @@ mod tests {
         assert_eq!(r.text(), "+18% [+1% .. +40%]");
         let r = Ratio::between("bulk", &a, &c, RatioStyle::Factor).unwrap();
         assert_eq!(r.text(), "x0.85 [x0.71 .. x0.99]");
+    }
+
+    #[test]
+    fn differences_under_the_floor_are_noise_even_without_a_range() {
+        let a = Spread::single(100.0);
+        assert!(a.same_within_noise(&Spread::single(101.9)));
+        assert!(!a.same_within_noise(&Spread::single(102.1)));
+        assert!(!a.overlaps(&Spread::single(101.9)));
+        assert!(Spread::single(0.0).same_within_noise(&Spread::single(0.0)));
     }
 
     #[test]
