@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use fipstun_identity::policy::fips_status;
 use fipstun_scorecard::{
-    self as scorecard, BackendResult, Measurement, Process, Role, Scorecard, Sinks, Window,
-    Workload, procfs::Pid,
+    self as scorecard, BackendResult, Churn, Measurement, Process, Role, Scorecard, Sinks, Window,
+    Workload, WorkloadResult, procfs::Pid,
 };
 use fipstun_transport::{PlainTcp, Transport};
 #[cfg(feature = "wireguard")]
@@ -61,11 +61,20 @@ impl Backend {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct ScorecardArgs {
-    /// Total measuring budget, split evenly over every (backend, workload) pair; each pair
-    /// spends a fifth of its share (at most 1 s) warming up.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// Compare two runs instead of measuring.
+    #[command(subcommand)]
+    command: Option<ScorecardCommand>,
+    /// Total budget: an eighth (at most 15 s) for the at-rest window, the rest split evenly
+    /// over every (rep, backend, workload) run; each run spends a fifth of its share (at most
+    /// 1 s) warming up.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
     duration: Duration,
+    /// Repetitions of every backend x workload cell, run in interleaved rounds (every cell
+    /// once, then again); figures are medians with their min-max range.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
     /// Output folder (default: `scorecard-<UTC timestamp>` in the current directory).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -81,6 +90,21 @@ pub(crate) struct ScorecardArgs {
     #[arg(long)]
     no_progress: bool,
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub(crate) enum ScorecardCommand {
+    /// Each figure of two runs side by side (`scorecard.json` files): the change of the
+    /// medians and whether it left the noise band (`~` = the min-max ranges overlap).
+    Diff {
+        /// The earlier run's scorecard.json.
+        old: PathBuf,
+        /// The later run's scorecard.json.
+        new: PathBuf,
+    },
+}
+
+/// How many slices the at-rest window is cut into (its figures' spread is over them).
+const IDLE_SLICES: u32 = 3;
 
 /// How long a child process may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -262,6 +286,55 @@ fn q(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// Run this executable with `args` to completion; its stderr is the error.
+fn fipstun(args: &[String]) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let o = Command::new(&exe)
+        .args(args)
+        .output()
+        .map_err(|e| format!("fipstun {}: {e}", args.join(" ")))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "fipstun {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+/// How often the churn run re-issues the node's SVID.
+const CHURN_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs `fipstun <args>` now and then every `every` on its own thread until `stop` is set;
+/// the thread returns how many runs succeeded and how many failed.
+fn churn(
+    args: Vec<String>,
+    every: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        let start = Instant::now();
+        let mut k = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            match fipstun(&args) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!("churn: {e}");
+                }
+            }
+            k += 1;
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < every * k {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        (ok, failed)
+    })
+}
+
 fn app_process() -> Process {
     Process {
         name: "load+sinks".into(),
@@ -277,22 +350,10 @@ struct Setup<'a> {
 
 impl Setup<'_> {
     fn pki(&self) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let pki = self.out.join("pki");
         let run = |args: &[&str]| -> Result<(), String> {
-            let o = Command::new(&exe)
-                .args(args)
-                .output()
-                .map_err(|e| format!("fipstun {}: {e}", args.join(" ")))?;
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "fipstun {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ))
-            }
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            fipstun(&args)
         };
         let ca = pki.join("ca");
         let ca = ca.to_str().ok_or("output path is not UTF-8")?;
@@ -323,6 +384,30 @@ impl Setup<'_> {
             ])?;
         }
         Ok(())
+    }
+
+    /// `fipstun ca issue --force` arguments that re-issue the node's SVID (a new key and
+    /// certificate) into the folder the node watches, as a CA rotating it would.
+    fn reissue_node_svid_args(&self) -> Result<Vec<String>, String> {
+        let pki = self.out.join("pki");
+        let path = |p: PathBuf| {
+            p.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| "output path is not UTF-8".to_string())
+        };
+        Ok(vec![
+            "ca".into(),
+            "issue".into(),
+            "--ca".into(),
+            path(pki.join("ca"))?,
+            "--id".into(),
+            format!("spiffe://{TRUST_DOMAIN}/node"),
+            "--out".into(),
+            path(pki.join("node"))?,
+            "--ttl".into(),
+            "1d".into(),
+            "--force".into(),
+        ])
     }
 
     fn plain(&self) -> Path2 {
@@ -508,7 +593,7 @@ impl Setup<'_> {
             proxy_key.public_key()
         );
         let proxy = format!(
-            "fips = \"off\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\n{}",
+            "fips = \"off\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\npersistent_keepalive = 25\n{}",
             q(&dir.join("proxy.key").display().to_string()),
             node_key.public_key(),
             self.listeners("wireguard", "")
@@ -586,7 +671,7 @@ async fn check_path(p: &Path2) -> Result<(), String> {
     Err(format!("no round trip through {} in 10 s: {last}", p.path))
 }
 
-fn summary(backend: &str, m: &Measurement) -> String {
+fn summary(rep: &str, backend: &str, m: &Measurement) -> String {
     let what = match m.workload {
         Workload::Bulk { .. } => format!("{:.2} Gbit/s", m.bytes_per_sec() * 8.0 / 1e9),
         _ => {
@@ -600,7 +685,7 @@ fn summary(backend: &str, m: &Measurement) -> String {
         }
     };
     format!(
-        "{backend:<10} {:<13} {what}, {:.2} cores, {} errors",
+        "{rep} {backend:<10} {:<13} {what}, {:.2} cores, {} errors",
         m.workload.label(),
         m.cores(),
         m.errors
@@ -630,8 +715,36 @@ fn timestamp() -> (String, String) {
     (folder, rfc)
 }
 
-/// Run the scorecard; returns the table to print.
+/// `fipstun scorecard diff OLD NEW`: both files read, every shared figure compared.
+fn diff(old: &Path, new: &Path) -> Result<String, String> {
+    let read = |p: &Path| {
+        let text = fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Scorecard::from_json(&text).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let (o, n) = (read(old)?, read(new)?);
+    Ok(scorecard::diff::render(&o, &n))
+}
+
+/// How the budget is spent: the at-rest window, and each run's warm-up and measured time.
+fn plan(duration: Duration, reps: u32, cells: usize) -> (Duration, Window) {
+    let idle = (duration / 8).min(Duration::from_secs(15));
+    let runs = (cells as u32 * reps).max(1);
+    let slot = (duration - idle) / runs;
+    let warmup = (slot / 5).min(Duration::from_secs(1));
+    (
+        idle,
+        Window {
+            warmup,
+            measure: slot - warmup,
+        },
+    )
+}
+
+/// Run the scorecard (or compare two runs); returns the text to print.
 pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
+    if let Some(ScorecardCommand::Diff { old, new }) = &args.command {
+        return diff(old, new);
+    }
     if args.backends.is_empty() {
         return Err("no backends chosen".into());
     }
@@ -649,13 +762,12 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         return Err("FIPS mode is not active; `fipstun status` tells why".into());
     }
     let workloads = scorecard::standard_workloads();
-    let slots = (args.backends.len() * workloads.len()) as u32;
-    let slot = args.duration / slots.max(1);
-    let warmup = (slot / 5).min(Duration::from_secs(1));
-    let window = Window {
-        warmup,
-        measure: slot - warmup,
-    };
+    let reps = args.reps.max(1);
+    let cells = args.backends.len() * workloads.len();
+    // HBONE runs the request/response load once more per rep while its node's SVID churns.
+    let churn_cells = usize::from(args.backends.contains(&Backend::Hbone));
+    let (idle_window, window) = plan(args.duration, reps, cells + churn_cells);
+    let tunnels = args.backends.iter().any(|b| *b != Backend::Plain);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("scorecard-load")
@@ -665,10 +777,11 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let module = format!("{} ({})", status.module.name, status.module.certificate);
     let machine = scorecard::machine(started, env!("CARGO_PKG_VERSION").into(), module);
 
+    let steps = (cells + churn_cells) as u64 * u64::from(reps) + u64::from(tunnels);
     let bar = if args.no_progress {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(u64::from(slots))
+        ProgressBar::new(steps)
     };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -683,9 +796,16 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         }
     };
     say(format!(
-        "scorecard: {} backend x workload runs of {:.1} s each; output folder {}",
-        slots,
-        slot.as_secs_f64(),
+        "scorecard: {reps} interleaved rounds of {} backend x workload runs, {:.2} s each \
+         ({:.2} s warm-up){}; output folder {}",
+        cells + churn_cells,
+        (window.warmup + window.measure).as_secs_f64(),
+        window.warmup.as_secs_f64(),
+        if tunnels {
+            format!(", then {:.1} s at rest", idle_window.as_secs_f64())
+        } else {
+            String::new()
+        },
         out.display()
     ));
     let backends = rt.block_on(async {
@@ -700,7 +820,8 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             bar.set_message("issuing SVIDs");
             setup.pki()?;
         }
-        let mut results = Vec::new();
+        // Every path is up for the whole run, so the rounds can interleave.
+        let mut paths = Vec::new();
         for &b in &args.backends {
             bar.set_message(format!("{}: starting", b.name()));
             let path = match b {
@@ -716,49 +837,104 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             } else {
                 path.cipher.clone()
             };
-            let mut measured = Vec::new();
-            for w in &workloads {
-                let addr = match w {
-                    Workload::Bulk { .. } => path.discard,
-                    _ => path.echo,
-                };
-                let progress = Arc::new(AtomicU64::new(0));
-                let ticker = {
-                    let (bar, progress, label) = (
-                        bar.clone(),
-                        progress.clone(),
-                        format!("{} {}", b.name(), w.label()),
-                    );
-                    let bulk = matches!(w, Workload::Bulk { .. });
-                    tokio::spawn(async move {
-                        let (mut last, mut at) = (0u64, Instant::now());
-                        loop {
-                            tokio::time::sleep(Duration::from_millis(250)).await;
-                            let now = progress.load(Ordering::Relaxed);
-                            let rate = (now - last) as f64 / at.elapsed().as_secs_f64();
-                            (last, at) = (now, Instant::now());
-                            bar.set_message(if bulk {
-                                format!("{label}: {:.2} Gbit/s", rate * 8.0 / 1e9)
-                            } else {
-                                format!("{label}: {rate:.0}/s")
-                            });
-                        }
-                    })
-                };
-                let m = scorecard::load::run(*w, addr, window, &path.processes, progress).await;
-                ticker.abort();
-                let m = m.map_err(|e| format!("{} {}: {e}", b.name(), w.label()))?;
-                say(summary(b.name(), &m));
+            paths.push((b, path, cipher));
+        }
+        // runs[backend][workload]: one measurement per rep.
+        let mut runs: Vec<Vec<Vec<Measurement>>> =
+            vec![vec![Vec::new(); workloads.len()]; paths.len()];
+        let (mut churn_runs, mut churn_changes, mut churn_failures) = (Vec::new(), Vec::new(), 0);
+        for rep in 1..=reps {
+            for (wi, w) in workloads.iter().enumerate() {
+                for (bi, (b, path, _)) in paths.iter().enumerate() {
+                    let m = measure_one(&bar, *b, path, *w, window).await?;
+                    say(summary(&format!("[{rep}/{reps}]"), b.name(), &m));
+                    bar.inc(1);
+                    runs[bi][wi].push(m);
+                }
+            }
+            if let (Some((b, path, _)), Some(w)) = (
+                paths.iter().find(|(b, _, _)| *b == Backend::Hbone),
+                workloads
+                    .iter()
+                    .find(|w| matches!(w, Workload::RequestResponse { .. })),
+            ) {
+                let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let changer = churn(setup.reissue_node_svid_args()?, CHURN_EVERY, stop.clone());
+                let m = measure_one(&bar, *b, path, *w, window).await;
+                stop.store(true, Ordering::Relaxed);
+                let (ok, failed) = changer
+                    .join()
+                    .map_err(|_| "the churn thread panicked".to_string())?;
+                let m = m?;
+                say(summary(
+                    &format!("[{rep}/{reps}]"),
+                    &format!("{}+churn", b.name()),
+                    &m,
+                ));
                 bar.inc(1);
-                measured.push(m);
+                churn_runs.push(m);
+                churn_changes.push(ok);
+                churn_failures += failed;
+            }
+        }
+        let idle = if tunnels {
+            bar.set_message(format!("at rest for {:.1} s", idle_window.as_secs_f64()));
+            // One round trip each: pools warm and WireGuard sessions fresh when the window
+            // starts; then a second for closing connections to settle.
+            for (_, path, _) in &paths {
+                check_path(path).await?;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let groups: Vec<Vec<Process>> = paths
+                .iter()
+                .map(|(_, p, _)| {
+                    p.processes
+                        .iter()
+                        .filter(|x| x.role == Role::Tunnel)
+                        .cloned()
+                        .collect()
+                })
+                .collect();
+            let idle = scorecard::idle::measure(&groups, idle_window, IDLE_SLICES).await?;
+            bar.inc(1);
+            idle
+        } else {
+            Vec::new()
+        };
+        let mut results = Vec::new();
+        for (bi, ((b, path, cipher), cells)) in paths.iter().zip(runs).enumerate() {
+            let idle = idle.get(bi).filter(|_| *b != Backend::Plain).cloned();
+            if let Some(i) = &idle {
+                say(format!(
+                    "at rest   {:<10} {:.2} CPU-s/min, {:.1} MiB",
+                    b.name(),
+                    i.tunnel_cpu_s_per_min.median,
+                    i.tunnel_rss_bytes.median / (1024.0 * 1024.0)
+                ));
             }
             results.push(BackendResult {
                 name: b.name().into(),
                 protocol: path.protocol.clone(),
-                cipher,
+                cipher: cipher.clone(),
                 fips: path.fips,
                 path: path.path.clone(),
-                results: measured,
+                results: cells
+                    .into_iter()
+                    .filter_map(WorkloadResult::from_runs)
+                    .collect(),
+                idle,
+                churn: (*b == Backend::Hbone)
+                    .then(|| WorkloadResult::from_runs(std::mem::take(&mut churn_runs)))
+                    .flatten()
+                    .map(|result| Churn {
+                        what: format!(
+                            "node SVID re-issued every {} s, reloaded at the node's 2 s poll",
+                            CHURN_EVERY.as_secs()
+                        ),
+                        changes: churn_changes.clone(),
+                        change_failures: churn_failures,
+                        result,
+                    }),
             });
         }
         Ok::<_, String>(results)
@@ -766,7 +942,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     bar.finish_and_clear();
 
     let card = Scorecard {
+        schema_version: scorecard::SCHEMA_VERSION,
         machine,
+        reps,
         warmup_s: window.warmup.as_secs_f64(),
         measure_s: window.measure.as_secs_f64(),
         backends,
@@ -778,9 +956,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let dead: Vec<String> = card
         .backends
         .iter()
-        .flat_map(|b| b.results.iter().map(move |m| (b, m)))
-        .filter(|(_, m)| m.ops == 0 && m.bytes == 0)
-        .map(|(b, m)| format!("{} {}", b.name, m.workload.label()))
+        .flat_map(|b| b.results.iter().map(move |c| (b, c)))
+        .filter(|(_, c)| c.runs.iter().any(|m| m.ops == 0 && m.bytes == 0))
+        .map(|(b, c)| format!("{} {}", b.name, c.workload.label()))
         .collect();
     let mut text = format!(
         "{table}\nwritten: {0}/scorecard.txt, {0}/scorecard.json, {0}/scorecard.svg (logs in {0}/logs)",
@@ -793,9 +971,52 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         ));
     }
     if !dead.is_empty() {
-        return Err(format!("{text}\nnothing got through: {}", dead.join(", ")));
+        return Err(format!(
+            "{text}\nnothing got through in a run of: {}",
+            dead.join(", ")
+        ));
     }
     Ok(text)
+}
+
+/// One run of one workload through one path, with a live rate on the progress bar.
+async fn measure_one(
+    bar: &ProgressBar,
+    b: Backend,
+    path: &Path2,
+    w: Workload,
+    window: Window,
+) -> Result<Measurement, String> {
+    let addr = match w {
+        Workload::Bulk { .. } => path.discard,
+        _ => path.echo,
+    };
+    let progress = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let (bar, progress, label) = (
+            bar.clone(),
+            progress.clone(),
+            format!("{} {}", b.name(), w.label()),
+        );
+        let bulk = matches!(w, Workload::Bulk { .. });
+        tokio::spawn(async move {
+            let (mut last, mut at) = (0u64, Instant::now());
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let now = progress.load(Ordering::Relaxed);
+                let rate = (now - last) as f64 / at.elapsed().as_secs_f64();
+                (last, at) = (now, Instant::now());
+                bar.set_message(if bulk {
+                    format!("{label}: {:.2} Gbit/s", rate * 8.0 / 1e9)
+                } else {
+                    format!("{label}: {rate:.0}/s")
+                });
+            }
+        })
+    };
+    let m = scorecard::load::run(w, addr, window, &path.processes, progress).await;
+    ticker.abort();
+    m.map_err(|e| format!("{} {}: {e}", b.name(), w.label()))
 }
 
 #[cfg(test)]
@@ -823,6 +1044,23 @@ mod tests {
         assert!(msg.contains("| log line 30") && msg.contains("| log line 11"));
         assert!(!msg.contains("| log line 10\n"), "only the last 20 lines");
         assert!(msg.contains("Try:"));
+    }
+
+    #[test]
+    fn the_budget_covers_the_rest_window_and_every_run() {
+        // The default: 120 s, 3 reps of 16 cells and the churn run.
+        let (idle, w) = plan(Duration::from_secs(120), 3, 17);
+        assert_eq!(idle, Duration::from_secs(15));
+        let per_run = w.warmup + w.measure;
+        assert_eq!(per_run, Duration::from_secs(105) / 51);
+        assert_eq!(w.warmup, per_run / 5);
+        assert!(idle + per_run * 51 <= Duration::from_secs(120));
+        // A long budget keeps the rest window and the warm-up capped.
+        let (idle, w) = plan(Duration::from_secs(3600), 1, 4);
+        assert_eq!(
+            (idle, w.warmup),
+            (Duration::from_secs(15), Duration::from_secs(1))
+        );
     }
 
     #[test]

@@ -141,11 +141,15 @@ fn check_scorecard_folder(folder: &Path, backends: &[&str]) {
     for b in rows {
         let results = b["results"].as_array().expect("results");
         assert_eq!(results.len(), 4, "{}: one row per workload", b["name"]);
-        for m in results {
-            let what = format!("{} {}", b["name"], m["workload"]);
-            assert_eq!(m["errors"], 0, "{what}");
-            let moved = m["ops"].as_u64().unwrap_or(0) + m["bytes"].as_u64().unwrap_or(0);
-            assert!(moved > 0, "{what}: nothing measured");
+        for cell in results {
+            let what = format!("{} {}", b["name"], cell["workload"]);
+            assert_eq!(cell["errors"], 0, "{what}");
+            let runs = cell["runs"].as_array().expect("runs");
+            assert!(!runs.is_empty(), "{what}: no runs");
+            for m in runs {
+                let moved = m["ops"].as_u64().unwrap_or(0) + m["bytes"].as_u64().unwrap_or(0);
+                assert!(moved > 0, "{what}: nothing measured");
+            }
         }
     }
     let svg = std::fs::read_to_string(folder.join("scorecard.svg")).expect("scorecard.svg");

@@ -1,6 +1,8 @@
 //! `fipstun scorecard` end to end: a short run through all four paths (plain, relay, HBONE,
-//! WireGuard) writes a table, JSON and an SVG whose figures come from traffic that really went
-//! through the relay or node and the proxy.
+//! WireGuard) in two interleaved rounds writes the headline, a table, JSON and an SVG whose
+//! figures come from traffic that really went through the relay or node and the proxy, with
+//! the tunnels' cost at rest; `scorecard diff` compares that run with itself and with a copy
+//! whose figures moved.
 
 use std::process::Command;
 
@@ -14,7 +16,9 @@ fn short_scorecard_measures_every_backend() {
         .args([
             "scorecard",
             "--duration",
-            "4s",
+            "6s",
+            "--reps",
+            "2",
             "--no-progress",
             "--out",
             "card",
@@ -26,6 +30,25 @@ fn short_scorecard_measures_every_backend() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("Request/response, 1024 B each way, 64 connections"));
+    assert!(
+        stdout.starts_with("Headline: median of 2 interleaved reps"),
+        "the headline comes first:\n{stdout}"
+    );
+    for pair in ["hbone vs wireguard", "hbone vs relay", "wireguard vs relay"] {
+        assert!(stdout.contains(pair), "{pair}:\n{stdout}");
+    }
+    assert!(stdout.contains("At rest: tunnels up"), "{stdout}");
+    // The two rounds interleave: round 1 of every path before round 2 of any.
+    let order: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix('[').and_then(|l| l.split(']').next()))
+        .collect();
+    assert_eq!(
+        order.len(),
+        34,
+        "2 reps x (4 paths x 4 workloads + HBONE under churn):\n{stderr}"
+    );
+    assert!(order[..17].iter().all(|r| *r == "1/2") && order[17..].iter().all(|r| *r == "2/2"));
     for f in ["scorecard.txt", "scorecard.json", "scorecard.svg"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
@@ -49,33 +72,125 @@ fn short_scorecard_measures_every_backend() {
         backends[2]["cipher"], "TLSv1_3 TLS13_AES_256_GCM_SHA384 secp256r1",
         "the default policy prefers AES-256 and P-256"
     );
+    assert_eq!(json["schema_version"], 2);
+    assert_eq!(json["reps"], 2);
     for b in backends {
         let results = b["results"].as_array().unwrap();
         assert_eq!(results.len(), 4, "{}", b["name"]);
-        // CPU per process over the backend's four windows: one 0.2 s window can fall between
-        // two of the kernel's 10 ms accounting ticks for an idle-ish process.
+        // CPU per process over the backend's windows: one short window can fall between two
+        // of the kernel's 10 ms accounting ticks for an idle-ish process.
         let mut cpu_by_process = std::collections::BTreeMap::<String, f64>::new();
-        for m in results {
-            let what = format!("{} {}", b["name"], m["workload"]);
-            assert_eq!(m["errors"], 0, "{what}");
-            let moved = m["ops"].as_u64().unwrap() + m["bytes"].as_u64().unwrap();
-            assert!(moved > 0, "{what}: nothing measured");
-            let procs = m["processes"].as_array().unwrap();
-            // The baseline charges only the load generator; the relay and the tunnels also
-            // charge their two processes (proxy and relay or node), which did real work in
-            // the window.
-            let expect = if b["name"] == "plain" { 1 } else { 3 };
-            assert_eq!(procs.len(), expect, "{what}");
-            for p in procs {
-                let cpu = p["cpu_user_s"].as_f64().unwrap() + p["cpu_sys_s"].as_f64().unwrap();
-                *cpu_by_process
-                    .entry(p["name"].as_str().unwrap().to_string())
-                    .or_default() += cpu;
-                assert!(p["peak_rss_bytes"].as_u64().unwrap() > 0, "{what}");
+        for cell in results {
+            let what = format!("{} {}", b["name"], cell["workload"]);
+            assert_eq!(cell["errors"], 0, "{what}");
+            let runs = cell["runs"].as_array().unwrap();
+            assert_eq!(runs.len(), 2, "{what}: one run per rep");
+            let rate = if cell["workload"]["kind"] == "bulk" {
+                "bits_per_sec"
+            } else {
+                "ops_per_sec"
+            };
+            let f = &cell["figures"][rate];
+            let (lo, med, hi) = (
+                f["min"].as_f64().unwrap(),
+                f["median"].as_f64().unwrap(),
+                f["max"].as_f64().unwrap(),
+            );
+            assert!(0.0 < lo && lo <= med && med <= hi, "{what}: {f}");
+            for m in runs {
+                let moved = m["ops"].as_u64().unwrap() + m["bytes"].as_u64().unwrap();
+                assert!(moved > 0, "{what}: nothing measured");
+                let procs = m["processes"].as_array().unwrap();
+                // The baseline charges only the load generator; the relay and the tunnels
+                // also charge their two processes (proxy and relay or node).
+                let expect = if b["name"] == "plain" { 1 } else { 3 };
+                assert_eq!(procs.len(), expect, "{what}");
+                for p in procs {
+                    let cpu = p["cpu_user_s"].as_f64().unwrap() + p["cpu_sys_s"].as_f64().unwrap();
+                    *cpu_by_process
+                        .entry(p["name"].as_str().unwrap().to_string())
+                        .or_default() += cpu;
+                    assert!(p["peak_rss_bytes"].as_u64().unwrap() > 0, "{what}");
+                }
             }
         }
         for (name, cpu) in cpu_by_process {
             assert!(cpu > 0.0, "{}: {name} used no CPU", b["name"]);
         }
+        // At rest: the tunnel processes (none for the baseline), each resident.
+        if b["name"] == "plain" {
+            assert!(b["idle"].is_null());
+        } else {
+            let idle = &b["idle"];
+            assert_eq!(idle["slices"], 3, "{}", b["name"]);
+            let procs = idle["processes"].as_array().unwrap();
+            assert_eq!(procs.len(), 2, "{}: proxy and node or relay", b["name"]);
+            assert!(idle["tunnel_rss_bytes"]["min"].as_f64().unwrap() > 1e6);
+            assert!(idle["tunnel_cpu_s_per_min"]["min"].as_f64().unwrap() >= 0.0);
+        }
     }
+    // HBONE under churn: the node's SVID re-issued while the load ran, nothing failed.
+    let churn = &backends[2]["churn"];
+    let changes: u64 = churn["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert!(changes >= 2, "at least one re-issue per run: {churn}");
+    assert_eq!(churn["change_failures"], 0);
+    assert_eq!(churn["result"]["errors"], 0, "zero errors is the target");
+    assert_eq!(churn["result"]["runs"].as_array().unwrap().len(), 2);
+    assert!(backends[3]["churn"].is_null());
+    assert!(stdout.contains("hbone under churn"), "{stdout}");
+    let headline = json["headline"].as_array().unwrap();
+    assert_eq!(headline.len(), 3);
+    assert_eq!(headline[0]["a"], "hbone");
+    assert_eq!(headline[0]["b"], "wireguard");
+    assert_eq!(headline[0]["ratios"][0]["what"], "queries");
+
+    // diff: a run against itself has nothing outside the noise band ...
+    let json_path = out.join("scorecard.json");
+    let diff = |new: &std::path::Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_fipstun"))
+            .args(["scorecard", "diff"])
+            .arg(&json_path)
+            .arg(new)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    let same = diff(&json_path);
+    assert!(
+        same.contains("outside the noise band (0 better, 0 worse)"),
+        "{same}"
+    );
+    assert!(
+        same.contains("hbone      rr-1KiB-c64       ops_per_sec"),
+        "{same}"
+    );
+    // ... and a copy whose HBONE request rate tripled shows that one as better.
+    let mut moved = json.clone();
+    let f = &mut moved["backends"][2]["results"][0]["figures"]["ops_per_sec"];
+    for k in ["median", "min", "max"] {
+        f[k] = serde_json::json!(f[k].as_f64().unwrap() * 3.0);
+    }
+    let moved_path = dir.path().join("moved.json");
+    std::fs::write(&moved_path, moved.to_string()).unwrap();
+    let text = diff(&moved_path);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("hbone      rr-1KiB-c64       ops_per_sec"))
+        .unwrap();
+    assert!(
+        line.contains("+200.0%") && line.ends_with("better"),
+        "{line}"
+    );
+    assert!(text.contains("1 better, 0 worse"), "{text}");
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::procfs::{self, CpuTimes, Pid};
 
 /// What a measured process does in the path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Part of the tunnel (proxy or node).
@@ -37,7 +37,7 @@ pub struct Process {
 }
 
 /// A workload shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Workload {
     /// `connections` persistent connections, each sending `size` bytes and reading them back
@@ -75,7 +75,7 @@ impl Workload {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Median.
     pub p50_us: f64,
@@ -92,7 +92,7 @@ pub struct Latency {
 }
 
 /// CPU and memory of one process over a window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProcessUsage {
     /// Name from [`Process`].
     pub name: String,
@@ -107,7 +107,7 @@ pub struct ProcessUsage {
 }
 
 /// What one workload window measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Measurement {
     /// The workload.
     pub workload: Workload,
