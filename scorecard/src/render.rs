@@ -174,6 +174,20 @@ impl Table {
         t
     }
 
+    /// One backend's row of figures: medians on the first line (after the name, then the
+    /// error count), their ranges under them.
+    fn figure_row(&mut self, name: &str, cols: impl IntoIterator<Item = [String; 2]>, errors: u64) {
+        let mut first = vec![name.to_string()];
+        let mut second = vec![String::new()];
+        for [median, range] in cols {
+            first.push(median);
+            second.push(range);
+        }
+        first.push(errors.to_string());
+        self.line(&first);
+        self.line(&second);
+    }
+
     fn line(&mut self, cells: &[String]) {
         let mut l = String::from("  ");
         for (i, c) in cells.iter().enumerate() {
@@ -325,15 +339,7 @@ pub(super) fn table(s: &Scorecard) -> String {
                     rss,
                 ]
             };
-            let mut first = vec![b.name.clone()];
-            let mut second = vec![String::new()];
-            for [a, r] in cols {
-                first.push(a);
-                second.push(r);
-            }
-            first.push(c.errors.to_string());
-            t.line(&first);
-            t.line(&second);
+            t.figure_row(&b.name, cols, c.errors);
         }
         out.push_str(&t.out);
     }
@@ -359,15 +365,7 @@ pub(super) fn table(s: &Scorecard) -> String {
             pair(c.figure(Figure::P99Us), us, us_range),
             pair(c.figure(Figure::P999Us), us, us_range),
         ];
-        let mut first = vec![b.name.clone()];
-        let mut second = vec![String::new()];
-        for [a, r] in cols {
-            first.push(a);
-            second.push(r);
-        }
-        first.push(c.errors.to_string());
-        t.line(&first);
-        t.line(&second);
+        t.figure_row(&b.name, cols, c.errors);
         out.push_str(&t.out);
     }
     let idle: Vec<&BackendResult> = s.backends.iter().filter(|b| b.idle.is_some()).collect();
