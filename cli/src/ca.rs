@@ -1,4 +1,5 @@
-//! `fipstun ca init | issue`: the embedded CA to and from PEM files.
+//! `fipstun ca init | issue`: the embedded CA to and from PEM files (`ca serve`, the Istio CA
+//! API, is in `ca_server`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub(crate) enum CaCommand {
     Init(InitArgs),
     /// Issue an X.509-SVID for a SPIFFE ID from a CA directory.
     Issue(IssueArgs),
+    /// Serve the Istio CA API (istiod's `CreateCertificate`, port 15012) from a CA directory.
+    Serve(crate::ca_server::ServeArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -94,6 +97,7 @@ pub(crate) fn run(cmd: CaCommand) -> Result<String, String> {
     match cmd {
         CaCommand::Init(a) => init(a),
         CaCommand::Issue(a) => issue(a),
+        CaCommand::Serve(_) => Err("`ca serve` runs on its own runtime (main.rs)".into()),
     }
 }
 
@@ -124,6 +128,15 @@ fn init(a: InitArgs) -> Result<String, String> {
 /// Load the CA in `dir` (ca.pem + ca-key.pem). Its trust domain is the one its certificate
 /// names; `fallback` is used for external CAs whose certificate names none.
 pub(crate) fn load_ca(dir: &Path, fallback: Option<TrustDomain>) -> Result<SvidIssuer, String> {
+    load_ca_with(dir, fallback, IssuerConfig::default())
+}
+
+/// [`load_ca`] with the issuer's TTL bounds `config`.
+pub(crate) fn load_ca_with(
+    dir: &Path,
+    fallback: Option<TrustDomain>,
+    config: IssuerConfig,
+) -> Result<SvidIssuer, String> {
     let read = |name: &str| {
         fs::read_to_string(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()))
     };
@@ -138,7 +151,7 @@ pub(crate) fn load_ca(dir: &Path, fallback: Option<TrustDomain>) -> Result<SvidI
             )
         })?,
     };
-    SvidIssuer::from_pem(td, &chain, &key, IssuerConfig::default()).map_err(|e| e.to_string())
+    SvidIssuer::from_pem(td, &chain, &key, config).map_err(|e| e.to_string())
 }
 
 fn issue(a: IssueArgs) -> Result<String, String> {

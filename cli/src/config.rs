@@ -82,13 +82,13 @@ impl IdentityArgs {
     fn to_file(&self) -> Option<IdentityFile> {
         if let Some(uri) = &self.workload_api {
             return Some(IdentityFile {
-                dir: None,
                 workload_api: Some(uri.clone()),
+                ..IdentityFile::default()
             });
         }
         self.identity_dir.as_ref().map(|d| IdentityFile {
             dir: Some(std::env::current_dir().unwrap_or_default().join(d)),
-            workload_api: None,
+            ..IdentityFile::default()
         })
     }
 }
@@ -208,6 +208,24 @@ struct ProxyFile {
 struct IdentityFile {
     dir: Option<PathBuf>,
     workload_api: Option<String>,
+    istio_ca: Option<IstioCaFile>,
+    /// The SPIFFE ID to ask the Istio CA for.
+    id: Option<String>,
+    /// The SVID lifetime to ask the Istio CA for (the CA may clamp it).
+    ttl: Option<String>,
+}
+
+/// `[identity] istio_ca = { ... }`: an Istio CA API endpoint (istiod :15012, or `fipstun ca
+/// serve`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IstioCaFile {
+    address: Option<String>,
+    token_file: Option<PathBuf>,
+    root_cert: Option<PathBuf>,
+    server_name: Option<String>,
+    server_id: Option<String>,
+    cluster_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -375,21 +393,194 @@ pub(crate) enum Identity {
     Files(IdentityFiles),
     /// A SPIFFE Workload API endpoint (a SPIRE agent); SVIDs and bundles are streamed.
     WorkloadApi(EndpointSocket),
+    /// The Istio CA API (istiod, or `fipstun ca serve`): CSRs signed on a rotation schedule.
+    IstioCa(Box<IstioCaSettings>),
 }
 
-/// `[identity]`: exactly one of `dir` and `workload_api`.
+impl Identity {
+    /// A short name of the source, for logs and the config dump.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Files(_) => "files",
+            Self::WorkloadApi(_) => "workload_api",
+            Self::IstioCa(_) => "istio_ca",
+        }
+    }
+}
+
+/// `[identity] istio_ca`, validated.
+#[derive(Debug)]
+pub(crate) struct IstioCaSettings {
+    /// The SPIFFE ID asked for.
+    pub(crate) id: SpiffeId,
+    /// The SVID lifetime asked for (`None`: the CA's default).
+    pub(crate) ttl: Option<Duration>,
+    /// The client: address, server authentication, token.
+    pub(crate) client: fipstun_planes::istio::IstioCaClientConfig,
+    /// The trust bundle of `id`'s trust domain (`root_cert`): peers are verified against it.
+    pub(crate) bundle: TrustBundle,
+}
+
+/// `[identity]`: exactly one of `dir`, `workload_api` and `istio_ca`.
 fn identity_source(ctx: &Ctx, i: &IdentityFile) -> Result<Identity, ConfigError> {
-    match (&i.dir, &i.workload_api) {
-        (Some(dir), None) => Ok(Identity::Files(load_identity(ctx, &ctx.path(dir))?)),
-        (None, Some(uri)) => EndpointSocket::parse(uri)
+    let set = [
+        i.dir.is_some(),
+        i.workload_api.is_some(),
+        i.istio_ca.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() > 1 {
+        return Err(ctx.err(
+            "identity",
+            "set one of dir, workload_api and istio_ca, not several",
+        ));
+    }
+    if i.istio_ca.is_none() {
+        for (key, present) in [
+            ("identity.id", i.id.is_some()),
+            ("identity.ttl", i.ttl.is_some()),
+        ] {
+            if present {
+                return Err(ctx.err(key, "only used with istio_ca"));
+            }
+        }
+    }
+    match (&i.dir, &i.workload_api, &i.istio_ca) {
+        (Some(dir), _, _) => Ok(Identity::Files(load_identity(ctx, &ctx.path(dir))?)),
+        (_, Some(uri), _) => EndpointSocket::parse(uri)
             .map(Identity::WorkloadApi)
             .map_err(|e| ctx.err("identity.workload_api", e.to_string())),
-        (Some(_), Some(_)) => Err(ctx.err("identity", "set either dir or workload_api, not both")),
-        (None, None) => Err(ctx.err(
+        (_, _, Some(ca)) => istio_ca(ctx, i, ca).map(|s| Identity::IstioCa(Box::new(s))),
+        (None, None, None) => Err(ctx.err(
             "identity",
-            "needs dir = \"...\" (SVID files) or workload_api = \"unix:///...\" (SPIRE)",
+            "needs dir = \"...\" (SVID files), workload_api = \"unix:///...\" (SPIRE) or \
+             istio_ca = { address = \"...\", ... } (istiod)",
         )),
     }
+}
+
+/// No `[identity]` and no identity flag, but one is needed: the SPIFFE Workload API at
+/// `SPIFFE_ENDPOINT_SOCKET`, as every SPIFFE workload looks for it, if that is set.
+fn identity_from_env(ctx: &Ctx) -> Result<Option<Identity>, ConfigError> {
+    match std::env::var(EndpointSocket::ENV) {
+        Ok(v) => EndpointSocket::parse(&v)
+            .map(|s| Some(Identity::WorkloadApi(s)))
+            .map_err(|e| ctx.err(EndpointSocket::ENV, e.to_string())),
+        Err(_) => Ok(None),
+    }
+}
+
+fn istio_ca(ctx: &Ctx, i: &IdentityFile, ca: &IstioCaFile) -> Result<IstioCaSettings, ConfigError> {
+    use fipstun_identity::tls::Authorizer;
+    use fipstun_planes::istio::{BearerToken, IstioCaClientConfig, ServerAuth};
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let id = i.id.as_deref().ok_or_else(|| {
+        ctx.err(
+            "identity.id",
+            "istio_ca needs id = \"spiffe://...\": the SPIFFE ID to ask the CA for",
+        )
+    })?;
+    let id = ctx.spiffe_id("identity.id", id)?;
+    let ttl = i
+        .ttl
+        .as_deref()
+        .map(|t| ctx.duration("identity.ttl", t))
+        .transpose()?;
+    let address = ca.address.as_deref().ok_or_else(|| {
+        ctx.err(
+            "identity.istio_ca.address",
+            "needs address = \"host:port\" (istiod: istiod.istio-system.svc:15012)",
+        )
+    })?;
+    if address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .is_none()
+    {
+        return Err(ctx.err(
+            "identity.istio_ca.address",
+            format!("`{address}` is not host:port"),
+        ));
+    }
+    let root_cert = ca.root_cert.as_deref().ok_or_else(|| {
+        ctx.err(
+            "identity.istio_ca.root_cert",
+            "needs root_cert = \"PATH\": the mesh's root certificate (Istio's root-cert.pem), \
+             which verifies the CA server and every peer",
+        )
+    })?;
+    let root_path = ctx.path(root_cert);
+    let pem = std::fs::read_to_string(&root_path).map_err(|e| {
+        ctx.err(
+            "identity.istio_ca.root_cert",
+            format!("{}: {e}", root_path.display()),
+        )
+    })?;
+    let roots = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ctx.err(
+                "identity.istio_ca.root_cert",
+                format!("{}: {e}", root_path.display()),
+            )
+        })?;
+    if roots.is_empty() {
+        return Err(ctx.err(
+            "identity.istio_ca.root_cert",
+            format!("{}: no certificate in it", root_path.display()),
+        ));
+    }
+    let bundle = TrustBundle::from_pem(id.trust_domain().clone(), &pem).map_err(|e| {
+        ctx.err(
+            "identity.istio_ca.root_cert",
+            format!("{}: {e}", root_path.display()),
+        )
+    })?;
+    let trust = fipstun_identity::bundle::TrustStore::new(
+        fipstun_identity::bundle::BundleSet::new().with(bundle.clone()),
+    );
+    let server_auth = match &ca.server_id {
+        Some(sid) => {
+            let sid = ctx.spiffe_id("identity.istio_ca.server_id", sid)?;
+            ServerAuth::Spiffe {
+                trust: trust.clone(),
+                authorizer: Authorizer::ids([sid]),
+            }
+        }
+        None => ServerAuth::DnsName { roots },
+    };
+    let mut client = IstioCaClientConfig::new(address, server_auth);
+    if let Some(name) = &ca.server_name {
+        if ca.server_id.is_some() {
+            return Err(ctx.err(
+                "identity.istio_ca.server_name",
+                "set server_name (istiod's DNS certificate) or server_id (an SVID), not both",
+            ));
+        }
+        client.server_name = name.clone();
+    } else if ca.server_id.is_some() {
+        // Sent as SNI only: the SVID is verified by its SPIFFE ID.
+        client.server_name = address
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_string())
+            .unwrap_or_default();
+        if client.server_name.parse::<IpAddr>().is_ok() || client.server_name.is_empty() {
+            client.server_name = fipstun_planes::istio::ISTIOD_SERVER_NAME.into();
+        }
+    }
+    client.token = match &ca.token_file {
+        Some(f) => BearerToken::File(ctx.path(f)),
+        None => BearerToken::None,
+    };
+    client.issued_trust = Some(trust);
+    client.cluster_id = ca.cluster_id.clone();
+    Ok(IstioCaSettings {
+        id,
+        ttl,
+        client,
+        bundle,
+    })
 }
 
 /// An SVID, its key and the bundle of its trust domain, loaded from an `identity.dir`.
@@ -806,12 +997,18 @@ impl NodeConfig {
             .transpose()?;
         let identity = match &file.identity {
             Some(i) => Some(identity_source(&ctx, i)?),
+            None if hbone.is_some()
+                && let Some(env) = identity_from_env(&ctx)? =>
+            {
+                Some(env)
+            }
             None if hbone.is_some() => {
                 return Err(ctx.err(
                     "identity",
                     "[hbone] needs [identity] dir = \"...\" (or --identity-dir): the directory \
                      `fipstun ca issue` wrote svid.pem, svid-key.pem and bundle.pem into; or \
-                     workload_api = \"unix:///...\" (or --workload-api)",
+                     workload_api = \"unix:///...\" (or --workload-api, or SPIFFE_ENDPOINT_SOCKET); \
+                     or istio_ca = { ... }",
                 ));
             }
             None => None,
@@ -972,12 +1169,14 @@ impl ProxyConfig {
         let needs_identity = listeners.iter().any(|l| matches!(l.via, Via::Hbone { .. }));
         let identity = match &file.identity {
             Some(i) => Some(identity_source(&ctx, i)?),
+            None if needs_identity && let Some(env) = identity_from_env(&ctx)? => Some(env),
             None if needs_identity => {
                 return Err(ctx.err(
                     "identity",
                     "via = \"hbone\" needs [identity] dir = \"...\" (or --identity-dir): the \
                      directory `fipstun ca issue` wrote svid.pem, svid-key.pem and bundle.pem into; \
-                     or workload_api = \"unix:///...\" (or --workload-api)",
+                     or workload_api = \"unix:///...\" (or --workload-api, or SPIFFE_ENDPOINT_SOCKET); or \
+                     istio_ca = { ... }",
                 ));
             }
             None => None,

@@ -4,7 +4,7 @@
 //!   FIPS mode, its self-test results, and what the crypto policy negotiates (`--json` for
 //!   machines). The exit status is non-zero when FIPS mode is not active.
 //! - `fipstun ca init` creates a root CA for a trust domain; `fipstun ca issue` issues an
-//!   X.509-SVID from it, as PEM files.
+//!   X.509-SVID from it, as PEM files; `fipstun ca serve` serves it over the Istio CA API.
 //! - `fipstun node` runs the inbound side of a tunnel (HBONE and/or WireGuard, forwarding to
 //!   targets); `fipstun proxy` the outbound side (local TCP listeners through a backend). Both
 //!   take `--config FILE` (TOML, see DESIGN.md) and flags, log with tracing, serve Prometheus
@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 use fipstun_identity::policy::fips_status;
 
 mod ca;
+mod ca_server;
 mod config;
 mod duration;
 mod identity_source;
@@ -87,6 +88,14 @@ fn main() -> ExitCode {
                 eprintln!("fipstun: FIPS mode is NOT active or a self-check failed");
                 ExitCode::FAILURE
             }
+        }
+        Command::Ca(ca::CaCommand::Serve(args)) => {
+            init_logging(config::LogFormat::Text);
+            serve(
+                "ca serve",
+                Ok::<_, config::ConfigError>(args),
+                ca_server::run,
+            )
         }
         Command::Ca(cmd) => match ca::run(cmd) {
             Ok(done) => {

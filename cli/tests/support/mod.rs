@@ -83,7 +83,7 @@ pub(crate) fn s(p: &Path) -> &str {
 /// A running `fipstun node` or `fipstun proxy`. Killed on drop.
 pub(crate) struct Daemon {
     child: Child,
-    /// The `fipstun <mode>: ready ...` line.
+    /// The `fipstun <mode>: ready ...` line (node, proxy, ca serve).
     pub(crate) ready: String,
     stderr: Arc<Mutex<String>>,
 }
@@ -106,9 +106,7 @@ impl Daemon {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if line.starts_with("fipstun node: ready")
-                    || line.starts_with("fipstun proxy: ready")
-                {
+                if line.starts_with("fipstun ") && line.contains(": ready ") {
                     let _ = tx.send(line.clone());
                 }
                 let mut log = log.lock().unwrap();
