@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fipstun_planes::attestation::{RegistrationEntry, UnixSelector, WorkloadRegistry};
@@ -34,21 +34,25 @@ fn response_from_files(dir: &Path, id: &str) -> X509SvidResponse {
     }
 }
 
-#[test]
-fn node_serves_hbone_with_an_svid_from_the_workload_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    // The node's SVID files are only the agent's source: the node never reads them.
-    let update = response_from_files(&pki.node, pki.node_id);
-    let socket = dir.path().join("agent.sock");
+/// A SPIFFE Workload API server (what a SPIRE agent serves) on a Unix socket in `dir` that
+/// serves `node_id` to this test's uid, starting with `first`. Send the returned channel a new
+/// response to rotate.
+fn agent(
+    dir: &Path,
+    node_id: &'static str,
+    first: X509SvidResponse,
+) -> (
+    PathBuf,
+    tokio::sync::watch::Sender<Option<X509SvidResponse>>,
+) {
+    let socket = dir.join("agent.sock");
+    let (tx, rx) = tokio::sync::watch::channel(Some(first));
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let agent_socket = socket.clone();
-    let node_id = pki.node_id;
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::UnixListener::bind(&agent_socket).unwrap();
-            let (_tx, rx) = tokio::sync::watch::channel(Some(update));
             // The node runs as this test's user: register that uid for the node's identity.
             let uid =
                 std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
@@ -65,6 +69,16 @@ fn node_serves_hbone_with_an_svid_from_the_workload_api() {
         });
     });
     ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    (socket, tx)
+}
+
+#[test]
+fn node_serves_hbone_with_an_svid_from_the_workload_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // The node's SVID files are only the agent's source: the node never reads them.
+    let update = response_from_files(&pki.node, pki.node_id);
+    let (socket, _agent) = agent(dir.path(), pki.node_id, update);
     std::fs::remove_dir_all(&pki.node).unwrap();
 
     let upstream = reverse_server(Duration::ZERO);
@@ -103,7 +117,7 @@ fn identity_takes_files_or_the_workload_api_not_both() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("`identity`: set either dir or workload_api, not both"),
+        err.contains("`identity`: set one of dir, workload_api and istio_ca, not several"),
         "{err}"
     );
     let tcp = write(
@@ -115,4 +129,69 @@ fn identity_takes_files_or_the_workload_api_not_both() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("`identity.workload_api`"), "{err}");
+}
+
+/// Configured by environment only, as a SPIFFE workload is: no `[identity]`, no flag, just
+/// `SPIFFE_ENDPOINT_SOCKET`. The agent rotates the node's SVID while streams run; the node
+/// installs it live, and no stream fails.
+#[test]
+fn node_takes_spiffe_endpoint_socket_and_rotates_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let first = response_from_files(&pki.node, pki.node_id);
+    let (socket, agent_tx) = agent(dir.path(), pki.node_id, first);
+    let upstream = reverse_server(Duration::ZERO);
+    let env = format!("unix://{}", s(&socket));
+    let node = Daemon::start_with_env(
+        &[
+            "node",
+            "--hbone-listen",
+            "127.0.0.1:0",
+            "--allow-target",
+            "127.0.0.1/32",
+        ],
+        &[("SPIFFE_ENDPOINT_SOCKET", &env)],
+    );
+    assert!(
+        node.stderr().contains("SVID from the Workload API"),
+        "{}",
+        node.stderr()
+    );
+    let proxy = hbone_proxy(&pki, &node, upstream, &[]);
+    let data = pattern(64 * 1024);
+    let mut expected = data.clone();
+    expected.reverse();
+    let listener = proxy.addr("listener");
+    let run = |n: usize| {
+        for _ in 0..n {
+            assert!(exchange(listener, &data).unwrap() == expected);
+        }
+    };
+    run(20);
+    // A new SVID for the same ID, issued now: the agent streams it.
+    let renewed = dir.path().join("renewed");
+    let out = support::fipstun(&[
+        "ca",
+        "issue",
+        "--ca",
+        s(&dir.path().join("ca")),
+        "--id",
+        pki.node_id,
+        "--out",
+        s(&renewed),
+    ]);
+    assert!(out.status.success());
+    agent_tx
+        .send(Some(response_from_files(&renewed, pki.node_id)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !node.stderr().contains("SVID installed") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no rotation logged:\n{}",
+            node.stderr()
+        );
+        run(5);
+    }
+    run(20);
 }
