@@ -1,10 +1,12 @@
 //! HBONE behind the shared [`fipstun_transport`] traits: [`HboneTransport`] (outbound) and
 //! [`HboneListener`] (inbound), so HBONE and WireGuard run the same workloads.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use fipstun_identity::policy::CryptoPolicy;
+use fipstun_transport::policy::Cidr;
 use fipstun_transport::{
     FipsRequirement, Inbound, PeerIdentity, SecurityInfo, Target, Transport, TransportError,
     TunnelListener,
@@ -103,7 +105,19 @@ pub struct HboneTransport {
     client: HboneClient,
     security: SecurityInfo,
     by_ip: HashMap<IpAddr, HboneRoute>,
+    /// Longest prefix first.
+    by_cidr: Vec<(Cidr, CidrRoute)>,
     default: Option<HboneRoute>,
+}
+
+/// What a CIDR route sends its targets to.
+#[derive(Clone, Debug)]
+enum CidrRoute {
+    /// One node for the whole range.
+    Node(HboneRoute),
+    /// The target's own address at this port (ztunnel's way: the node proxy of every
+    /// destination answers HBONE on the destination's IP, port 15008).
+    SameIp { port: u16, expected: ExpectedPeer },
 }
 
 impl HboneTransport {
@@ -116,6 +130,7 @@ impl HboneTransport {
             client,
             security,
             by_ip: HashMap::new(),
+            by_cidr: Vec::new(),
             default: None,
         })
     }
@@ -123,6 +138,38 @@ impl HboneTransport {
     /// Send targets at `ip` (any port) through `route`.
     pub fn with_route(mut self, ip: IpAddr, route: HboneRoute) -> Self {
         self.by_ip.insert(ip, route);
+        self
+    }
+
+    /// Send targets inside `cidr` through `route`. Exact [`HboneTransport::with_route`] IPs
+    /// are looked up first, then the longest matching CIDR, then the default route.
+    pub fn with_cidr_route(self, cidr: Cidr, route: HboneRoute) -> Self {
+        self.push_cidr(cidr, CidrRoute::Node(route))
+    }
+
+    /// Send targets inside `cidr` to an HBONE node at the target's own IP and `port` (usually
+    /// [`HBONE_PORT`]), which must prove to be `expected`: how ztunnel reaches a destination
+    /// whose node proxy captures its HBONE port.
+    pub fn with_cidr_same_ip(
+        self,
+        cidr: Cidr,
+        port: u16,
+        expected: impl Into<ExpectedPeer>,
+    ) -> Self {
+        self.push_cidr(
+            cidr,
+            CidrRoute::SameIp {
+                port,
+                expected: expected.into(),
+            },
+        )
+    }
+
+    fn push_cidr(mut self, cidr: Cidr, route: CidrRoute) -> Self {
+        self.by_cidr.push((cidr, route));
+        // Stable: among equal prefixes, the first configured wins.
+        self.by_cidr
+            .sort_by_key(|(c, _)| std::cmp::Reverse(c.prefix_len()));
         self
     }
 
@@ -137,10 +184,22 @@ impl HboneTransport {
         &self.client
     }
 
-    fn route(&self, target: &Target) -> Result<&HboneRoute, TransportError> {
-        self.by_ip
-            .get(&target.addr.ip())
-            .or(self.default.as_ref())
+    fn route(&self, target: &Target) -> Result<Cow<'_, HboneRoute>, TransportError> {
+        let ip = target.addr.ip();
+        if let Some(r) = self.by_ip.get(&ip) {
+            return Ok(Cow::Borrowed(r));
+        }
+        if let Some((_, r)) = self.by_cidr.iter().find(|(c, _)| c.contains(ip)) {
+            return Ok(match r {
+                CidrRoute::Node(r) => Cow::Borrowed(r),
+                CidrRoute::SameIp { port, expected } => {
+                    Cow::Owned(HboneRoute::new(SocketAddr::new(ip, *port), expected.clone()))
+                }
+            });
+        }
+        self.default
+            .as_ref()
+            .map(Cow::Borrowed)
             .ok_or_else(|| TransportError::NoRoute(target.clone()))
     }
 }
@@ -168,7 +227,7 @@ impl Transport for HboneTransport {
     async fn connect(&self, target: &Target) -> Result<HboneStream, TransportError> {
         let route = self.route(target)?;
         self.client
-            .connect(target.clone(), route)
+            .connect(target.clone(), &route)
             .await
             .map_err(|e| to_transport_error(target, e))
     }
@@ -233,5 +292,61 @@ impl TunnelListener for HboneListener {
 
     fn security(&self) -> SecurityInfo {
         self.security.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fipstun_identity::bundle::{BundleSet, TrustStore};
+    use fipstun_identity::spiffe::SpiffeId;
+    use fipstun_identity::tls::SvidSlot;
+
+    use super::*;
+    use crate::{ClientConfig, TlsIdentity};
+
+    fn transport() -> HboneTransport {
+        let identity = TlsIdentity::new(
+            CryptoPolicy::default(),
+            TrustStore::new(BundleSet::new()),
+            Arc::new(SvidSlot::new()),
+        );
+        let client = HboneClient::new(identity, ClientConfig::default()).unwrap();
+        HboneTransport::new(client, FipsRequirement::Required).unwrap()
+    }
+
+    fn id(s: &str) -> ExpectedPeer {
+        ExpectedPeer::ids([SpiffeId::parse(s).unwrap()])
+    }
+
+    fn node_of(t: &HboneTransport, target: &str) -> Option<SocketAddr> {
+        t.route(&Target::new(target.parse().unwrap()))
+            .ok()
+            .map(|r| r.node)
+    }
+
+    #[tokio::test]
+    async fn exact_ip_then_longest_prefix_then_same_ip_then_default() {
+        let a: SocketAddr = "192.0.2.1:15008".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:15008".parse().unwrap();
+        let c: SocketAddr = "192.0.2.3:15008".parse().unwrap();
+        let t = transport()
+            .with_cidr_route("10.0.0.0/8".parse().unwrap(), HboneRoute::new(a, id("spiffe://td/a")))
+            .with_cidr_route("10.1.0.0/16".parse().unwrap(), HboneRoute::new(b, id("spiffe://td/b")))
+            .with_cidr_same_ip("172.16.0.0/12".parse().unwrap(), 15008, id("spiffe://td/n"))
+            .with_route("10.1.2.3".parse().unwrap(), HboneRoute::new(c, id("spiffe://td/c")));
+        assert_eq!(node_of(&t, "10.9.9.9:80"), Some(a));
+        assert_eq!(node_of(&t, "10.1.9.9:80"), Some(b), "the longer prefix wins");
+        assert_eq!(node_of(&t, "10.1.2.3:80"), Some(c), "an exact IP wins");
+        assert_eq!(
+            node_of(&t, "172.20.1.2:8080"),
+            Some("172.20.1.2:15008".parse().unwrap()),
+            "same IP, port 15008"
+        );
+        assert_eq!(node_of(&t, "198.51.100.1:80"), None, "no route, no default");
+        let d: SocketAddr = "192.0.2.9:15008".parse().unwrap();
+        let t = t.with_default_route(HboneRoute::new(d, id("spiffe://td/d")));
+        assert_eq!(node_of(&t, "198.51.100.1:80"), Some(d));
     }
 }
