@@ -15,8 +15,9 @@ use fipstun_identity::bundle::TrustBundle;
 use fipstun_identity::spiffe::SpiffeId;
 use fipstun_identity::svid::Svid;
 use fipstun_planes::workload::EndpointSocket;
-use fipstun_transport::policy::{Action, Destination, Policy, Principal, Rule};
-use fipstun_transport::{FipsRequirement, ForwarderConfig};
+use fipstun_hbone::ExpectedPeer;
+use fipstun_transport::policy::{Action, Cidr, Destination, Policy, Principal, Rule};
+use fipstun_transport::{FipsRequirement, ForwarderConfig, Target};
 #[cfg(feature = "wireguard")]
 use fipstun_wireguard::{IpPrefix, WgPeer, WgPrivateKey, WgPublicKey};
 use serde::Deserialize;
@@ -142,6 +143,12 @@ pub(crate) struct ProxyArgs {
     /// `listener.listen`: the local plaintext TCP address.
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<String>,
+    /// `listener.mode`: `fixed` (every connection to `--target`, the default), `redirect`
+    /// (iptables-captured connections to their original destination, default listen
+    /// 0.0.0.0:15001) or `socks5` (SOCKS5 CONNECT, default listen 127.0.0.1:15080). With
+    /// `redirect` or `socks5`, `--node` and `--node-id` make one route for every destination.
+    #[arg(long, value_name = "MODE")]
+    pub(crate) mode: Option<String>,
     /// `listener.target`: where the node sends the stream (as the node sees it).
     #[arg(long, value_name = "ADDR")]
     pub(crate) target: Option<String>,
@@ -201,6 +208,19 @@ struct ProxyFile {
     limits: Option<LimitsFile>,
     #[serde(default)]
     listener: Vec<ListenerFile>,
+    #[serde(default)]
+    route: Vec<RouteFile>,
+}
+
+/// `[[route]]`: where a captured (redirect) or SOCKS5 stream to an address in `cidr` goes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    cidr: Option<String>,
+    via: Option<String>,
+    node: Option<String>,
+    node_id: Option<String>,
+    node_trust_domain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +298,7 @@ struct PeerFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListenerFile {
+    mode: Option<String>,
     listen: Option<String>,
     target: Option<String>,
     via: Option<String>,
@@ -611,17 +632,104 @@ pub(crate) struct ProxyConfig {
     pub(crate) wireguard: Option<WgSettings>,
     /// The local listeners.
     pub(crate) listeners: Vec<ListenerSettings>,
+    /// `[[route]]`s for redirect and SOCKS5 listeners.
+    pub(crate) routes: Vec<RouteSettings>,
 }
 
 /// One `[[listener]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ListenerSettings {
     /// The local plaintext TCP address.
     pub(crate) listen: SocketAddr,
-    /// The final destination, as the node sees it.
-    pub(crate) target: SocketAddr,
-    /// The backend.
-    pub(crate) via: Via,
+    /// What its connections ask for.
+    pub(crate) kind: ListenerKind,
+}
+
+/// `mode` of a `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ListenerKind {
+    /// `mode = "fixed"` (the default): every connection goes to `target` through `via`.
+    Fixed {
+        /// The final destination, as the node sees it (an address, or a name the node
+        /// resolves).
+        target: Target,
+        /// The backend.
+        via: Via,
+    },
+    /// `mode = "redirect"`: connections captured by iptables (REDIRECT to this listener); the
+    /// destination is the original one (`SO_ORIGINAL_DST`), routed by `[[route]]`.
+    Redirect,
+    /// `mode = "socks5"`: SOCKS5 CONNECT (RFC 1928, no authentication), routed by `[[route]]`.
+    Socks5,
+}
+
+impl ListenerKind {
+    /// The mode's name in the config and in metrics and logs.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Fixed { via, .. } => via.label(),
+            Self::Redirect => "redirect",
+            Self::Socks5 => "socks5",
+        }
+    }
+
+    /// Whether streams are routed by `[[route]]`.
+    pub(crate) fn is_routed(&self) -> bool {
+        !matches!(self, Self::Fixed { .. })
+    }
+}
+
+/// Where redirect listeners listen unless told: ztunnel's outbound capture port.
+pub(crate) const REDIRECT_LISTEN: &str = "0.0.0.0:15001";
+/// Where SOCKS5 listeners listen unless told: ztunnel's SOCKS5 port, loopback only.
+pub(crate) const SOCKS5_LISTEN: &str = "127.0.0.1:15080";
+
+/// One `[[route]]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteSettings {
+    /// The destinations it covers (longest prefix wins).
+    pub(crate) cidr: Cidr,
+    /// How they are reached.
+    pub(crate) via: RouteVia,
+}
+
+/// How a route's destinations are reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RouteVia {
+    /// HBONE to a node that must prove to be `expected`.
+    Hbone {
+        /// Which node.
+        node: RouteNode,
+        /// The identities it may present.
+        expected: ExpectedPeer,
+    },
+    /// The process's WireGuard node (its peers' allowed IPs route further).
+    #[cfg(feature = "wireguard")]
+    Wireguard,
+    /// Direct TCP, no tunnel (a destination outside the mesh).
+    Plain,
+}
+
+impl RouteVia {
+    /// The backend's name.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Hbone { .. } => "hbone",
+            #[cfg(feature = "wireguard")]
+            Self::Wireguard => "wireguard",
+            Self::Plain => "plain",
+        }
+    }
+}
+
+/// `node` of an HBONE route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteNode {
+    /// One node for the whole range.
+    Addr(SocketAddr),
+    /// The destination's own IP at this port (`"same-ip"`: 15008), as ztunnel reaches a
+    /// destination whose node captures its HBONE port.
+    SameIp(u16),
 }
 
 /// How a listener's streams travel.
@@ -1051,7 +1159,8 @@ impl ProxyConfig {
     pub(crate) fn load(args: &ProxyArgs) -> Result<Self, ConfigError> {
         let mut file: ProxyFile = read_file(args.config.as_deref())?;
         let ctx = Ctx::new(args.config.as_deref());
-        let flags_listener = args.listen.is_some()
+        let flags_listener = args.mode.is_some()
+            || args.listen.is_some()
             || args.target.is_some()
             || args.via.is_some()
             || args.node.is_some()
@@ -1061,7 +1170,7 @@ impl ProxyConfig {
                 return Err(ctx.err(
                     "listener",
                     format!(
-                        "--listen/--target/--via/--node/--node-id override a single [[listener]], \
+                        "--mode/--listen/--target/--via/--node/--node-id override a single [[listener]], \
                          but the file has {}",
                         file.listener.len()
                     ),
@@ -1076,11 +1185,26 @@ impl ProxyConfig {
                     slot.clone_from(v);
                 }
             };
+            set(&mut l.mode, &args.mode);
             set(&mut l.listen, &args.listen);
             set(&mut l.target, &args.target);
             set(&mut l.via, &args.via);
-            set(&mut l.node, &args.node);
-            set(&mut l.node_id, &args.node_id);
+            let routed = matches!(l.mode.as_deref(), Some("redirect" | "socks5"));
+            if routed && (args.node.is_some() || args.node_id.is_some()) {
+                // --node/--node-id with a routed mode: one HBONE route for every destination.
+                for cidr in ["0.0.0.0/0", "::/0"] {
+                    file.route.push(RouteFile {
+                        cidr: Some(cidr.into()),
+                        via: Some("hbone".into()),
+                        node: args.node.clone(),
+                        node_id: args.node_id.clone(),
+                        node_trust_domain: None,
+                    });
+                }
+            } else {
+                set(&mut l.node, &args.node);
+                set(&mut l.node_id, &args.node_id);
+            }
         }
         if let Some(identity) = args.identity.to_file() {
             file.identity = Some(identity);
@@ -1111,62 +1235,68 @@ impl ProxyConfig {
                 v.clone()
                     .ok_or_else(|| ctx.err(k(field), format!("missing (or --{field})")))
             };
-            let listen = ctx.addr(&k("listen"), &need("listen", &l.listen)?)?;
-            let target = ctx.addr(&k("target"), &need("target", &l.target)?)?;
-            let via = match need("via", &l.via)?.as_str() {
-                "hbone" => {
-                    let node = ctx.addr(&k("node"), &need("node", &l.node)?)?;
-                    let node_id = l.node_id.clone().ok_or_else(|| {
-                        ctx.err(
-                            k("node_id"),
-                            "missing (or --node-id): the SPIFFE ID the node must present",
-                        )
-                    })?;
-                    let node_id = ctx.spiffe_id(&k("node_id"), &node_id)?;
-                    Via::Hbone { node, node_id }
+            let routed = |default_listen: &str| -> Result<SocketAddr, ConfigError> {
+                for (field, v) in [
+                    ("target", &l.target),
+                    ("via", &l.via),
+                    ("node", &l.node),
+                    ("node_id", &l.node_id),
+                ] {
+                    if v.is_some() {
+                        return Err(ctx.err(
+                            k(field),
+                            "only with mode = \"fixed\": a redirect or socks5 listener's \
+                             streams go where [[route]] says",
+                        ));
+                    }
                 }
-                #[cfg(feature = "wireguard")]
-                "wireguard" => Via::Wireguard,
-                #[cfg(not(feature = "wireguard"))]
-                "wireguard" => return Err(ctx.err(k("via"), NO_WIREGUARD)),
-                "plain" => Via::Plain,
+                ctx.addr(&k("listen"), l.listen.as_deref().unwrap_or(default_listen))
+            };
+            let (listen, kind) = match l.mode.as_deref().unwrap_or("fixed") {
+                "redirect" => (routed(REDIRECT_LISTEN)?, ListenerKind::Redirect),
+                "socks5" => (routed(SOCKS5_LISTEN)?, ListenerKind::Socks5),
+                "fixed" => {
+                    let listen = ctx.addr(&k("listen"), &need("listen", &l.listen)?)?;
+                    let target = need("target", &l.target)?;
+                    let target = Target::parse(target.trim()).map_err(|e| {
+                        ctx.err(k("target"), format!("`{target}`: {e}"))
+                    })?;
+                    let via = self::via(&ctx, &k, l, fips, file.wireguard.is_some())?;
+                    (listen, ListenerKind::Fixed { target, via })
+                }
                 other => {
                     return Err(ctx.err(
-                        k("via"),
-                        format!("`{other}`: expected \"hbone\", \"wireguard\" or \"plain\""),
+                        k("mode"),
+                        format!("`{other}`: expected \"fixed\", \"redirect\" or \"socks5\""),
                     ));
                 }
             };
-            if fips == FipsMode::Required && !matches!(via, Via::Hbone { .. }) {
-                return Err(ctx.err(
-                    k("via"),
-                    format!(
-                        "`{}` is not FIPS-approved but fips = \"required\" (the default); use \
-                         via = \"hbone\" or set fips = \"off\" (or --fips off)",
-                        via.label()
-                    ),
-                ));
-            }
-            #[cfg(feature = "wireguard")]
-            if via == Via::Wireguard && file.wireguard.is_none() {
-                return Err(ctx.err(
-                    k("via"),
-                    "`wireguard` needs a [wireguard] section (key, address, peers)",
-                ));
-            }
-            if !matches!(via, Via::Hbone { .. }) && (l.node.is_some() || l.node_id.is_some()) {
-                return Err(ctx.err(
-                    k("node"),
-                    format!("only used with via = \"hbone\", not `{}`", via.label()),
-                ));
-            }
-            listeners.push(ListenerSettings {
-                listen,
-                target,
-                via,
-            });
+            listeners.push(ListenerSettings { listen, kind });
         }
-        let needs_identity = listeners.iter().any(|l| matches!(l.via, Via::Hbone { .. }));
+        let mut routes = Vec::with_capacity(file.route.len());
+        for (i, r) in file.route.iter().enumerate() {
+            routes.push(route(&ctx, i, r, fips, file.wireguard.is_some())?);
+        }
+        let routed = listeners.iter().any(|l| l.kind.is_routed());
+        if routed && routes.is_empty() {
+            return Err(ctx.err(
+                "route",
+                "a redirect or socks5 listener needs [[route]]s (cidr, node, node_id): \
+                 destinations no route covers are refused",
+            ));
+        }
+        if !routed && !routes.is_empty() {
+            return Err(ctx.err(
+                "route",
+                "[[route]] is used by redirect and socks5 listeners only; this proxy has none",
+            ));
+        }
+        let needs_identity = listeners
+            .iter()
+            .any(|l| matches!(l.kind, ListenerKind::Fixed { via: Via::Hbone { .. }, .. }))
+            || routes
+                .iter()
+                .any(|r| matches!(r.via, RouteVia::Hbone { .. }));
         let identity = match &file.identity {
             Some(i) => Some(identity_source(&ctx, i)?),
             None if needs_identity && let Some(env) = identity_from_env(&ctx)? => Some(env),
@@ -1195,8 +1325,164 @@ impl ProxyConfig {
             identity,
             wireguard,
             listeners,
+            routes,
         })
     }
+}
+
+/// `via`, `node` and `node_id` of a fixed listener.
+fn via(
+    ctx: &Ctx,
+    k: &dyn Fn(&str) -> String,
+    l: &ListenerFile,
+    fips: FipsMode,
+    has_wireguard: bool,
+) -> Result<Via, ConfigError> {
+    let need = |field: &str, v: &Option<String>| {
+        v.clone()
+            .ok_or_else(|| ctx.err(k(field), format!("missing (or --{field})")))
+    };
+    let via = match need("via", &l.via)?.as_str() {
+        "hbone" => {
+            let node = ctx.addr(&k("node"), &need("node", &l.node)?)?;
+            let node_id = l.node_id.clone().ok_or_else(|| {
+                ctx.err(
+                    k("node_id"),
+                    "missing (or --node-id): the SPIFFE ID the node must present",
+                )
+            })?;
+            let node_id = ctx.spiffe_id(&k("node_id"), &node_id)?;
+            Via::Hbone { node, node_id }
+        }
+        #[cfg(feature = "wireguard")]
+        "wireguard" => Via::Wireguard,
+        #[cfg(not(feature = "wireguard"))]
+        "wireguard" => return Err(ctx.err(k("via"), NO_WIREGUARD)),
+        "plain" => Via::Plain,
+        other => {
+            return Err(ctx.err(
+                k("via"),
+                format!("`{other}`: expected \"hbone\", \"wireguard\" or \"plain\""),
+            ));
+        }
+    };
+    if fips == FipsMode::Required && !matches!(via, Via::Hbone { .. }) {
+        return Err(ctx.err(
+            k("via"),
+            format!(
+                "`{}` is not FIPS-approved but fips = \"required\" (the default); use \
+                 via = \"hbone\" or set fips = \"off\" (or --fips off)",
+                via.label()
+            ),
+        ));
+    }
+    #[cfg(feature = "wireguard")]
+    if via == Via::Wireguard && !has_wireguard {
+        return Err(ctx.err(
+            k("via"),
+            "`wireguard` needs a [wireguard] section (key, address, peers)",
+        ));
+    }
+    #[cfg(not(feature = "wireguard"))]
+    let _ = has_wireguard;
+    if !matches!(via, Via::Hbone { .. }) && (l.node.is_some() || l.node_id.is_some()) {
+        return Err(ctx.err(
+            k("node"),
+            format!("only used with via = \"hbone\", not `{}`", via.label()),
+        ));
+    }
+    Ok(via)
+}
+
+/// One `[[route]]`.
+fn route(
+    ctx: &Ctx,
+    i: usize,
+    r: &RouteFile,
+    fips: FipsMode,
+    has_wireguard: bool,
+) -> Result<RouteSettings, ConfigError> {
+    let k = |field: &str| format!("route[{i}].{field}");
+    let cidr = r
+        .cidr
+        .as_deref()
+        .ok_or_else(|| ctx.err(k("cidr"), "missing: the destinations, e.g. \"10.0.0.0/8\""))?;
+    let cidr: Cidr = cidr
+        .trim()
+        .parse()
+        .map_err(|e| ctx.err(k("cidr"), format!("`{cidr}`: {e}")))?;
+    let via = match r.via.as_deref().unwrap_or("hbone") {
+        "hbone" => {
+            let node = match r.node.as_deref().map(str::trim) {
+                Some("same-ip") => RouteNode::SameIp(fipstun_hbone::HBONE_PORT),
+                Some(a) => RouteNode::Addr(ctx.addr(&k("node"), a)?),
+                None => {
+                    return Err(ctx.err(
+                        k("node"),
+                        "missing: the HBONE node, \"ADDR:15008\", or \"same-ip\" (the \
+                         destination's own IP, port 15008, as ztunnel does)",
+                    ));
+                }
+            };
+            let expected = match (&r.node_id, &r.node_trust_domain) {
+                (Some(id), None) => ExpectedPeer::ids([ctx.spiffe_id(&k("node_id"), id)?]),
+                (None, Some(td)) => ExpectedPeer::trust_domains([
+                    fipstun_identity::spiffe::TrustDomain::new(td)
+                        .map_err(|e| ctx.err(k("node_trust_domain"), format!("`{td}`: {e}")))?,
+                ]),
+                (Some(_), Some(_)) => {
+                    return Err(ctx.err(k("node_id"), "set node_id or node_trust_domain, not both"));
+                }
+                (None, None) => {
+                    return Err(ctx.err(
+                        k("node_id"),
+                        "missing: the SPIFFE ID the node must present (or node_trust_domain: \
+                         any ID of that trust domain)",
+                    ));
+                }
+            };
+            RouteVia::Hbone { node, expected }
+        }
+        #[cfg(feature = "wireguard")]
+        "wireguard" => RouteVia::Wireguard,
+        #[cfg(not(feature = "wireguard"))]
+        "wireguard" => return Err(ctx.err(k("via"), NO_WIREGUARD)),
+        "plain" => RouteVia::Plain,
+        other => {
+            return Err(ctx.err(
+                k("via"),
+                format!("`{other}`: expected \"hbone\", \"wireguard\" or \"plain\""),
+            ));
+        }
+    };
+    if !matches!(via, RouteVia::Hbone { .. })
+        && (r.node.is_some() || r.node_id.is_some() || r.node_trust_domain.is_some())
+    {
+        return Err(ctx.err(
+            k("node"),
+            format!("only used with via = \"hbone\", not `{}`", via.label()),
+        ));
+    }
+    if fips == FipsMode::Required && !matches!(via, RouteVia::Hbone { .. }) {
+        return Err(ctx.err(
+            k("via"),
+            format!(
+                "`{}` is not FIPS-approved but fips = \"required\" (the default); use \
+                 via = \"hbone\" or set fips = \"off\" (or --fips off)",
+                via.label()
+            ),
+        ));
+    }
+    #[cfg(feature = "wireguard")]
+    if via == RouteVia::Wireguard && !has_wireguard {
+        return Err(ctx.err(
+            k("via"),
+            "`wireguard` needs a [wireguard] section (key, address, peers)",
+        ));
+    }
+    #[cfg(not(feature = "wireguard"))]
+    let _ = has_wireguard;
+    Ok(RouteSettings { cidr, via })
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ mod key_file;
 mod metrics;
 mod node;
 mod proxy;
+mod reload;
+mod route;
 mod scorecard;
 mod signals;
 mod svid_reload;
@@ -119,11 +121,17 @@ fn main() -> ExitCode {
         },
         Command::Node(args) => {
             init_logging(args.log_format);
-            serve("node", config::NodeConfig::load(&args), node::run)
+            let config = config::NodeConfig::load(&args);
+            serve("node", config, move |c| {
+                node::run(c, move || config::NodeConfig::load(&args))
+            })
         }
         Command::Proxy(args) => {
             init_logging(args.log_format);
-            serve("proxy", config::ProxyConfig::load(&args), proxy::run)
+            let config = config::ProxyConfig::load(&args);
+            serve("proxy", config, move |c| {
+                proxy::run(c, move || config::ProxyConfig::load(&args))
+            })
         }
     }
 }

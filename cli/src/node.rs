@@ -15,16 +15,22 @@ use tokio::net::TcpListener;
 
 use crate::config::NodeConfig;
 use crate::metrics::{Fold, Metrics};
+use crate::reload::{LivePolicy, hangups};
 use crate::signals::termination;
 
 /// CONNECTs an HBONE server may hold for the forwarder at once; more get 503.
 const HBONE_QUEUE: usize = 1024;
 
 /// Run the node until SIGTERM/SIGINT, then drain.
-pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
+pub(crate) async fn run(
+    cfg: NodeConfig,
+    reload: impl Fn() -> Result<NodeConfig, crate::config::ConfigError>,
+) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     metrics.set_fips(cfg.fips);
-    let stop_signal = termination().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut stop_signal =
+        Box::pin(termination().map_err(|e| format!("cannot install signal handlers: {e}"))?);
+    let mut hangup = hangups().map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let mut ready = Vec::new();
     if cfg.policy.is_empty() {
         tracing::warn!(
@@ -47,10 +53,11 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
     for l in hbone_listener.iter().chain(metrics_listener.iter()) {
         own.push(l.local_addr().map_err(|e| e.to_string())?);
     }
-    let policy = Arc::new(
+    let own_ips = local_ips(&own);
+    let policy = LivePolicy::new(
         cfg.policy
             .clone()
-            .with_own_listeners(own.clone(), local_ips(&own)),
+            .with_own_listeners(own.clone(), own_ips.clone()),
     );
     let forwarder = |backend: &'static str| {
         let fwd = Forwarder::new(PlainTcp, policy.clone(), cfg.limits.clone());
@@ -157,7 +164,34 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
     ready.push(format!("fips={}", cfg.fips.label()));
     eprintln!("fipstun node: ready {}", ready.join(" "));
 
-    let signal = stop_signal.await;
+    let signal = loop {
+        tokio::select! {
+            signal = &mut stop_signal => break signal,
+            _ = hangup.recv() => match reload() {
+                Ok(new) => {
+                    for (key, changed) in [
+                        ("hbone", format!("{:?}", cfg.hbone.as_ref().map(|h| (h.listen, &h.allow))) != format!("{:?}", new.hbone.as_ref().map(|h| (h.listen, &h.allow)))),
+                        ("wireguard", cfg.wireguard.is_some() != new.wireguard.is_some()),
+                        ("identity", format!("{:?}", cfg.identity.as_ref().map(|i| i.kind())) != format!("{:?}", new.identity.as_ref().map(|i| i.kind()))),
+                        ("fips", cfg.fips != new.fips),
+                        ("limits", format!("{:?}", cfg.limits) != format!("{:?}", new.limits)),
+                        ("metrics", cfg.metrics != new.metrics),
+                    ] {
+                        if changed {
+                            tracing::warn!(key, "reload: `{key}` changed; it takes effect at the next restart");
+                        }
+                    }
+                    if new.policy.is_empty() {
+                        tracing::warn!("reload: no policy rules: every new stream will be refused");
+                    }
+                    let rules = new.policy.rules().len();
+                    policy.replace(new.policy.with_own_listeners(own.clone(), own_ips.clone()));
+                    tracing::info!(rules, "reloaded: new streams are judged by the new policy");
+                }
+                Err(e) => tracing::error!("reload: bad configuration, nothing changed: {e}"),
+            },
+        }
+    };
     tracing::info!(signal, drain = ?cfg.drain, "stopping: no new streams, draining open ones");
     for f in &forwarders {
         f.shutdown();
@@ -186,7 +220,7 @@ pub(crate) async fn run(cfg: NodeConfig) -> Result<(), String> {
 
 /// The host's addresses, when a listener is bound to an unspecified address (`0.0.0.0`):
 /// a CONNECT to any of them on that port would come back into the node.
-fn local_ips(listeners: &[SocketAddr]) -> Vec<IpAddr> {
+pub(crate) fn local_ips(listeners: &[SocketAddr]) -> Vec<IpAddr> {
     if !listeners.iter().any(|a| a.ip().is_unspecified()) {
         return Vec::new();
     }

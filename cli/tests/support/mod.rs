@@ -96,7 +96,22 @@ impl Daemon {
 
     /// [`Daemon::start`] with extra environment variables.
     pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fipstun"))
+        Self::start_under(&[], args, env)
+    }
+
+    /// [`Daemon::start`] through `prefix` (e.g. `ip netns exec NS setpriv ...`: each of them
+    /// execs, so the process killed on drop is fipstun itself).
+    pub(crate) fn start_under(prefix: &[&str], args: &[&str], env: &[(&str, &str)]) -> Self {
+        let bin = env!("CARGO_BIN_EXE_fipstun");
+        let mut command = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
