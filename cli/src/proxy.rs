@@ -13,9 +13,11 @@ use fipstun_transport::{Forwarder, ForwarderConfig, PlainTcp, Target, TcpAccepto
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
 
+use crate::admin::{Admin, Listeners, Readiness};
 use crate::config::{ProxyConfig, Via};
-use crate::metrics::{Fold, Metrics};
+use crate::metrics::{Fold, Metrics, TlsTimer};
 use crate::signals::termination;
+use crate::streams::{Direction, StreamEvents};
 
 /// Run the proxy until SIGTERM/SIGINT, then drain.
 pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
@@ -23,6 +25,22 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
     metrics.set_fips(cfg.fips);
     let stop_signal = termination().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let policy = CryptoPolicy::default();
+    // The admin listeners first, so readiness answers (503) while the identity arrives.
+    let hbone_listeners = cfg
+        .listeners
+        .iter()
+        .any(|l| matches!(l.via, Via::Hbone { .. }));
+    let readiness = Arc::new(Readiness::new(
+        hbone_listeners && cfg.identity.is_some(),
+        cfg.listeners.iter().map(|l| l.listen),
+    ));
+    let admin = Listeners::bind(cfg.observe.ready, cfg.metrics, cfg.observe.admin).await?;
+    let admin_addrs = admin.addrs();
+    admin.serve(Arc::new(Admin {
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        config: crate::admin::proxy_dump(&cfg),
+    }));
 
     // One HBONE client (one pool) for every HBONE listener.
     let hbone_client = match &cfg.identity {
@@ -34,9 +52,12 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         {
             let live = crate::identity_source::start(identity).await?;
             let (slot, trust) = (live.slot, live.trust);
+            readiness.identity_loaded(slot.clone(), trust.clone());
+            metrics.watch_svid(slot.clone());
             let client = HboneClient::new(
                 TlsIdentity::new(policy, trust, slot),
-                ClientConfig::default(),
+                ClientConfig::default()
+                    .with_handshake_observer(TlsTimer::new(metrics.clone(), "client")),
             )
             .map_err(|e| format!("hbone client: {e}"))?;
             metrics.watch_hbone_client(client.clone());
@@ -74,9 +95,17 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
             .map_err(|e| format!("listener {}: cannot listen: {e}", l.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         ready.push(format!("listener={addr}"));
+        readiness.bound(l.listen);
         let target = Target::new(l.target);
         tracing::info!(%addr, %target, via = l.via.label(), "listening");
-        let site = Site {
+        let events = StreamEvents::new(
+            metrics.clone(),
+            l.via.label(),
+            Direction::Outbound,
+            cfg.observe.access_log,
+        );
+        let mut site = Site {
+            events,
             metrics: &metrics,
             backend: l.via.label(),
             limits: &cfg.limits,
@@ -85,6 +114,7 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         };
         let forwarder = match &l.via {
             Via::Hbone { node, node_id } => {
+                site.events = site.events.via_hbone_node(*node, node_id.clone());
                 let client = hbone_client
                     .clone()
                     .ok_or("via = \"hbone\" needs [identity]")?;
@@ -101,14 +131,9 @@ pub(crate) async fn run(cfg: ProxyConfig) -> Result<(), String> {
         };
         forwarders.push(forwarder);
     }
-    if let Some(l) = crate::metrics::bind(cfg.metrics).await? {
-        ready.push(format!(
-            "metrics={}",
-            l.local_addr().map_err(|e| e.to_string())?
-        ));
-        tokio::spawn(crate::metrics::serve(l, metrics.clone()));
-    }
+    ready.extend(crate::admin::ready_words(&admin_addrs));
     ready.push(format!("fips={}", cfg.fips.label()));
+    readiness.started();
     eprintln!("fipstun proxy: ready {}", ready.join(" "));
 
     let signal = stop_signal.await;
@@ -148,6 +173,8 @@ impl<D: Transport> Drain for Forwarder<D> {
 
 /// One listener, waiting for its dialer.
 struct Site<'a> {
+    /// The listener's stream observer (access log, histograms).
+    events: StreamEvents,
     metrics: &'a Metrics,
     backend: &'static str,
     limits: &'a ForwarderConfig,
@@ -159,7 +186,8 @@ impl Site<'_> {
     /// Run the one forwarder on the listener: every connection goes through `dialer` to the
     /// listener's fixed target, the only destination its policy allows.
     fn serve<D: Transport>(self, dialer: D) -> Box<dyn Drain> {
-        let fwd = Forwarder::new(dialer, Policy::only_to([self.target]), self.limits.clone());
+        let limits = self.limits.clone().with_observer(Arc::new(self.events));
+        let fwd = Forwarder::new(dialer, Policy::only_to([self.target]), limits);
         let view = fwd.clone();
         self.metrics.watch_forwarder(
             self.backend,
