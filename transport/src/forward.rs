@@ -692,7 +692,13 @@ impl<D: Transport> Forwarder<D> {
                 tracing::debug!(%peer, %target, error = %e, "peer went away before the stream was established");
                 if let Some(observer) = &inner.config.observer {
                     let why = format!("the peer went away before the stream was established: {e}");
-                    let r = record(StreamResult::Error(why), accepted_at.elapsed(), 0, 0, Duration::ZERO);
+                    let r = record(
+                        StreamResult::Error(why),
+                        accepted_at.elapsed(),
+                        0,
+                        0,
+                        Duration::ZERO,
+                    );
                     observer.0.stream_ended(&r);
                 }
                 return;

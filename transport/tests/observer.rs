@@ -82,7 +82,11 @@ async fn a_finished_stream_reports_bytes_each_way_and_times() {
     assert_eq!(r.result, StreamResult::Ok);
     assert_eq!(r.peer, web());
     assert_eq!(r.target, target);
-    assert_eq!(r.dialled, Some(u.echo), "plain TCP reports the address it dialled");
+    assert_eq!(
+        r.dialled,
+        Some(u.echo),
+        "plain TCP reports the address it dialled"
+    );
     // Sent: peer -> target; received: target -> peer.
     assert_eq!((r.bytes_sent, r.bytes_received), (1000, 1000));
     assert!(r.setup < Duration::from_secs(5));
@@ -114,7 +118,12 @@ async fn a_failed_dial_is_an_unreachable_refusal() {
     assert!(client.connect(&Target::new(closed)).await.is_err());
     let r = records.wait_for(1).await;
     assert_eq!(r[0].result, StreamResult::Refused(Refusal::Unreachable));
-    assert!(r[0].refusal_detail.as_deref().unwrap_or("").contains("127.0.0.1"));
+    assert!(
+        r[0].refusal_detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("127.0.0.1")
+    );
 }
 
 #[tokio::test]
