@@ -94,6 +94,22 @@ impl IdentityArgs {
     }
 }
 
+/// The observability flags node and proxy share (`access_log` and `[admin]` in the file).
+#[derive(Args, Debug, Default)]
+pub(crate) struct ObserveArgs {
+    /// `access_log`: one `fipstun::access` event per stream: `on` (default), `off`, or
+    /// `sample:N` (1 in N streams; refusals and errors always).
+    #[arg(long, value_name = "on|off|sample:N")]
+    pub(crate) access_log: Option<String>,
+    /// `admin.ready`: serve `GET /healthz/ready` on this address (ztunnel: 15021).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) ready: Option<String>,
+    /// `admin.admin`: serve `GET /config_dump` and `/healthz/ready` on this address
+    /// (ztunnel: 127.0.0.1:15000; keep it on loopback).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) admin: Option<String>,
+}
+
 /// `fipstun node` flags. Each overrides the same key of `--config`; without a file they are
 /// the whole configuration.
 #[derive(Args, Debug, Default)]
@@ -131,6 +147,9 @@ pub(crate) struct NodeArgs {
     /// Log format (filter with RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
+    /// Access log and admin endpoints.
+    #[command(flatten)]
+    pub(crate) observe: ObserveArgs,
 }
 
 /// `fipstun proxy` flags. `--listen/--target/--via/--node/--node-id` describe one listener:
@@ -177,6 +196,9 @@ pub(crate) struct ProxyArgs {
     /// Log format (filter with RUST_LOG, default `info`).
     #[arg(long, value_enum, default_value = "text")]
     pub(crate) log_format: LogFormat,
+    /// Access log and admin endpoints.
+    #[command(flatten)]
+    pub(crate) observe: ObserveArgs,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,6 +208,8 @@ pub(crate) struct ProxyArgs {
 #[serde(deny_unknown_fields)]
 struct NodeFile {
     metrics: Option<String>,
+    access_log: Option<String>,
+    admin: Option<AdminFile>,
     drain: Option<String>,
     fips: Option<String>,
     allow_targets: Option<Vec<String>>,
@@ -201,6 +225,8 @@ struct NodeFile {
 #[serde(deny_unknown_fields)]
 struct ProxyFile {
     metrics: Option<String>,
+    access_log: Option<String>,
+    admin: Option<AdminFile>,
     drain: Option<String>,
     fips: Option<String>,
     identity: Option<IdentityFile>,
@@ -221,6 +247,15 @@ struct RouteFile {
     node: Option<String>,
     node_id: Option<String>,
     node_trust_domain: Option<String>,
+}
+
+/// `[admin]`: ztunnel's three endpoints, each its own optional listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminFile {
+    ready: Option<String>,
+    stats: Option<String>,
+    admin: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,11 +382,108 @@ impl FipsMode {
     }
 }
 
+/// `access_log = "on" | "off" | "sample:N"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AccessLog {
+    /// One event per stream (the default).
+    On,
+    /// None.
+    Off,
+    /// One in N finished streams; refusals and errors always.
+    Sample(u64),
+}
+
+impl AccessLog {
+    fn parse(ctx: &Ctx, s: Option<&str>) -> Result<Self, ConfigError> {
+        let bad = |s: &str| {
+            ctx.err(
+                "access_log",
+                format!("`{s}`: expected \"on\" (the default), \"off\" or \"sample:N\" (N >= 1)"),
+            )
+        };
+        match s.map(str::trim) {
+            None | Some("on") => Ok(Self::On),
+            Some("off") => Ok(Self::Off),
+            Some(other) => match other
+                .strip_prefix("sample:")
+                .map(|n| n.trim().parse::<u64>())
+            {
+                Some(Ok(1)) => Ok(Self::On),
+                Some(Ok(n)) if n > 1 => Ok(Self::Sample(n)),
+                _ => Err(bad(other)),
+            },
+        }
+    }
+
+    /// As written in the config (`on`, `off`, `sample:N`).
+    pub(crate) fn label(self) -> String {
+        match self {
+            Self::On => "on".into(),
+            Self::Off => "off".into(),
+            Self::Sample(n) => format!("sample:{n}"),
+        }
+    }
+}
+
+/// Access log and admin endpoints of a node or proxy. The `stats` listener is the
+/// `metrics` key (`NodeConfig::metrics`, `ProxyConfig::metrics`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Observe {
+    /// `access_log`.
+    pub(crate) access_log: AccessLog,
+    /// `admin.ready`: `GET /healthz/ready`.
+    pub(crate) ready: Option<SocketAddr>,
+    /// `admin.admin`: `GET /config_dump` and `/healthz/ready`.
+    pub(crate) admin: Option<SocketAddr>,
+}
+
+/// `access_log`, `[admin]` and `metrics` with the flags laid over them: the observability
+/// settings and the stats (metrics) address. `metrics` and `admin.stats` name the same
+/// listener; set differently, they are an error (`--metrics` overrides both).
+fn load_observe(
+    ctx: &Ctx,
+    metrics: Option<&str>,
+    access_log: Option<&str>,
+    admin: Option<&AdminFile>,
+    args: &ObserveArgs,
+    metrics_flag: bool,
+) -> Result<(Option<SocketAddr>, Observe), ConfigError> {
+    let admin_file = admin;
+    let metrics = ctx.opt_addr("metrics", metrics)?;
+    let stats = match admin_file.and_then(|a| a.stats.as_deref()) {
+        Some(s) if !metrics_flag => ctx.opt_addr("admin.stats", Some(s))?,
+        _ => None,
+    };
+    let stats = match (metrics, stats) {
+        (Some(m), Some(s)) if m != s => {
+            return Err(ctx.err(
+                "admin.stats",
+                format!("`{s}` and `metrics` = `{m}` name the same listener; set one of them"),
+            ));
+        }
+        (m, s) => m.or(s),
+    };
+    let pick = |flag: &Option<String>, file: Option<&String>| flag.clone().or(file.cloned());
+    let ready = pick(&args.ready, admin_file.and_then(|a| a.ready.as_ref()));
+    let admin = pick(&args.admin, admin_file.and_then(|a| a.admin.as_ref()));
+    let access_log = args.access_log.as_deref().or(access_log);
+    Ok((
+        stats,
+        Observe {
+            access_log: AccessLog::parse(ctx, access_log)?,
+            ready: ctx.opt_addr("admin.ready", ready.as_deref())?,
+            admin: ctx.opt_addr("admin.admin", admin.as_deref())?,
+        },
+    ))
+}
+
 /// What `fipstun node` runs.
 #[derive(Debug)]
 pub(crate) struct NodeConfig {
-    /// Prometheus endpoint.
+    /// Prometheus endpoint (`metrics`, or `admin.stats`).
     pub(crate) metrics: Option<SocketAddr>,
+    /// Access log and the other admin endpoints.
+    pub(crate) observe: Observe,
     /// Drain limit after SIGTERM/SIGINT.
     pub(crate) drain: Duration,
     /// Whether only the FIPS backend may run.
@@ -618,8 +750,10 @@ pub(crate) struct IdentityFiles {
 /// What `fipstun proxy` runs.
 #[derive(Debug)]
 pub(crate) struct ProxyConfig {
-    /// Prometheus endpoint.
+    /// Prometheus endpoint (`metrics`, or `admin.stats`).
     pub(crate) metrics: Option<SocketAddr>,
+    /// Access log and the other admin endpoints.
+    pub(crate) observe: Observe,
     /// Drain limit after SIGTERM/SIGINT.
     pub(crate) drain: Duration,
     /// Whether only FIPS backends may be used.
@@ -1040,7 +1174,14 @@ impl NodeConfig {
                 "configure at least one of [hbone] (or --hbone-listen) and [wireguard]",
             ));
         }
-        let metrics = ctx.opt_addr("metrics", file.metrics.as_deref())?;
+        let (metrics, observe) = load_observe(
+            &ctx,
+            file.metrics.as_deref(),
+            file.access_log.as_deref(),
+            file.admin.as_ref(),
+            &args.observe,
+            args.metrics.is_some(),
+        )?;
         let drain = ctx.drain(file.drain.as_deref())?;
         let limits = ctx.limits(file.limits.as_ref())?;
         let fips = FipsMode::parse(&ctx, file.fips.as_deref())?;
@@ -1143,6 +1284,7 @@ impl NodeConfig {
         }
         Ok(Self {
             metrics,
+            observe,
             drain,
             fips,
             policy: Policy::new(rules),
@@ -1219,7 +1361,14 @@ impl ProxyConfig {
             }
         }
 
-        let metrics = ctx.opt_addr("metrics", file.metrics.as_deref())?;
+        let (metrics, observe) = load_observe(
+            &ctx,
+            file.metrics.as_deref(),
+            file.access_log.as_deref(),
+            file.admin.as_ref(),
+            &args.observe,
+            args.metrics.is_some(),
+        )?;
         let drain = ctx.drain(file.drain.as_deref())?;
         let fips = FipsMode::parse(&ctx, file.fips.as_deref())?;
         if file.listener.is_empty() {
@@ -1319,6 +1468,7 @@ impl ProxyConfig {
         let limits = ctx.limits(file.limits.as_ref())?;
         Ok(Self {
             metrics,
+            observe,
             drain,
             fips,
             limits,
@@ -1781,5 +1931,89 @@ mod tests {
         assert!(e.to_string().contains("10.0.0.0/8:x"), "{e}");
         let e = node_err("allow_targets = [\"10.0.0.0/8:0\"]\n[hbone]\n");
         assert_eq!(e.key.as_deref(), Some("allow_targets[0]"), "{e}");
+    }
+
+    /// A proxy with one plain listener and `extra` above it, loaded with `args`.
+    fn proxy_with(
+        extra: &str,
+        args: ObserveArgs,
+        metrics: Option<&str>,
+    ) -> Result<ProxyConfig, ConfigError> {
+        let text = format!(
+            "fips = \"off\"\n{extra}\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:9\"\nvia = \"plain\"\n"
+        );
+        let (_d, p) = node_file(&text);
+        ProxyConfig::load(&ProxyArgs {
+            config: Some(p),
+            observe: args,
+            metrics: metrics.map(String::from),
+            ..ProxyArgs::default()
+        })
+    }
+
+    #[test]
+    fn access_log_and_admin_keys_load_with_flags_over_the_file() {
+        let c = proxy_with("", ObserveArgs::default(), None).unwrap();
+        assert_eq!(c.observe.access_log, AccessLog::On, "on by default");
+        assert_eq!(
+            (c.observe.ready, c.observe.admin, c.metrics),
+            (None, None, None),
+            "no listener unless asked"
+        );
+        let c = proxy_with(
+            "access_log = \"sample:10\"\n[admin]\nready = \"127.0.0.1:15021\"\nstats = \"127.0.0.1:15020\"\nadmin = \"127.0.0.1:15000\"",
+            ObserveArgs::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.observe.access_log, AccessLog::Sample(10));
+        assert_eq!(
+            c.metrics,
+            Some("127.0.0.1:15020".parse().unwrap()),
+            "stats is metrics"
+        );
+        assert_eq!(c.observe.ready, Some("127.0.0.1:15021".parse().unwrap()));
+        assert_eq!(c.observe.admin, Some("127.0.0.1:15000".parse().unwrap()));
+        let flags = ObserveArgs {
+            access_log: Some("off".into()),
+            ready: Some("127.0.0.1:1".into()),
+            admin: None,
+        };
+        let c = proxy_with(
+            "access_log = \"on\"\n[admin]\nready = \"127.0.0.1:2\"",
+            flags,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.observe.access_log, AccessLog::Off);
+        assert_eq!(c.observe.ready, Some("127.0.0.1:1".parse().unwrap()));
+        // The same address twice is fine; two different ones for one listener are not,
+        // unless --metrics overrides both.
+        let same = "metrics = \"127.0.0.1:3\"\n[admin]\nstats = \"127.0.0.1:3\"";
+        assert!(proxy_with(same, ObserveArgs::default(), None).is_ok());
+        let differ = "metrics = \"127.0.0.1:3\"\n[admin]\nstats = \"127.0.0.1:4\"";
+        let e = proxy_with(differ, ObserveArgs::default(), None).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("admin.stats"), "{e}");
+        let c = proxy_with(differ, ObserveArgs::default(), Some("127.0.0.1:5")).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:5".parse().unwrap()));
+        for bad in ["sample:0", "sample:x", "sometimes", "sample:"] {
+            let e = proxy_with(
+                &format!("access_log = \"{bad}\""),
+                ObserveArgs::default(),
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("access_log"), "{bad}: {e}");
+        }
+        let e =
+            proxy_with("[admin]\nadmin = \"nowhere\"", ObserveArgs::default(), None).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("admin.admin"));
+        let e = proxy_with(
+            "[admin]\nmetrics = \"127.0.0.1:1\"",
+            ObserveArgs::default(),
+            None,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
     }
 }

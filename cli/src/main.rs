@@ -7,8 +7,10 @@
 //!   X.509-SVID from it, as PEM files; `fipstun ca serve` serves it over the Istio CA API.
 //! - `fipstun node` runs the inbound side of a tunnel (HBONE and/or WireGuard, forwarding to
 //!   targets); `fipstun proxy` the outbound side (local TCP listeners through a backend). Both
-//!   take `--config FILE` (TOML, see DESIGN.md) and flags, log with tracing, serve Prometheus
-//!   metrics, print `fipstun <mode>: ready ...` on stderr once bound, and drain on SIGTERM.
+//!   take `--config FILE` (TOML, see DESIGN.md) and flags, log with tracing (one access-log
+//!   event per stream, target `fipstun::access`), serve ztunnel's admin endpoints when asked
+//!   (`/healthz/ready`, Prometheus `/metrics`, `/config_dump`), print `fipstun <mode>: ready
+//!   ...` on stderr once bound, and drain on SIGTERM.
 //! - `fipstun scorecard` runs plain TCP, HBONE/FIPS and WireGuard under the same workloads
 //!   (through real node and proxy processes) and writes a table, JSON and an SVG chart.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fipstun_identity::policy::fips_status;
 
+mod admin;
 mod ca;
 mod ca_server;
 mod config;
@@ -32,6 +35,7 @@ mod reload;
 mod route;
 mod scorecard;
 mod signals;
+mod streams;
 mod svid_reload;
 
 /// jemalloc instead of glibc malloc, as ztunnel ships: a tunnel frees and reallocates

@@ -1,28 +1,38 @@
 //! The Prometheus (OpenMetrics text) endpoint of a node or proxy: counters the forwarders
 //! update on the data path, plus the HBONE and WireGuard libraries' own counters folded in at
-//! scrape time, served at `GET /metrics` by a minimal HTTP/1.1 responder.
+//! scrape time, plus histograms of stream setup and lifetime (fed by each forwarder's
+//! `StreamObserver`, crate::streams) and of HBONE TLS handshakes. Served at `GET /metrics` by
+//! the `stats` admin listener (crate::admin).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fipstun_hbone::{HboneClient, HboneServer, MetricsSnapshot};
-use fipstun_transport::ForwarderStats;
+use fipstun_identity::tls::SvidSlot;
+use fipstun_transport::{ForwarderStats, StreamRecord, StreamResult};
 #[cfg(feature = "wireguard")]
 use fipstun_wireguard::WgNode;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// The content type OpenMetrics 1.0 text is served with.
 pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 type Labels = Vec<(&'static str, &'static str)>;
+
+/// A family of histograms with fixed buckets.
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Buckets for times from 0.5 ms to about 4.6 h: stream setups are milliseconds, stream
+/// lifetimes anything up to the idle timeout.
+fn time_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 4.0, 13))
+}
 
 /// A library whose own counters are folded into the registry at scrape time.
 enum Source {
@@ -68,6 +78,10 @@ pub(crate) struct Metrics {
     wg: WgMetrics,
     fips_mode: Family<Labels, Gauge>,
     fips_module: Gauge,
+    stream_setup: Histograms,
+    stream_duration: Histograms,
+    tls_handshake: Histograms,
+    svid_expiry: Gauge<f64, std::sync::atomic::AtomicU64>,
     sources: Mutex<Scrape>,
 }
 
@@ -116,10 +130,31 @@ impl WgMetrics {
     }
 }
 
+/// Feeds `fipstun_tls_handshake_seconds` from an HBONE client's or server's handshakes.
+pub(crate) struct TlsTimer {
+    metrics: Arc<Metrics>,
+    side: &'static str,
+}
+
+impl TlsTimer {
+    /// Handshakes on `side` (`client` or `server`).
+    pub(crate) fn new(metrics: Arc<Metrics>, side: &'static str) -> Arc<Self> {
+        Arc::new(Self { metrics, side })
+    }
+}
+
+impl fipstun_hbone::HandshakeObserver for TlsTimer {
+    fn tls_handshake_done(&self, took: Duration) {
+        self.metrics.observe_tls_handshake(self.side, took);
+    }
+}
+
 /// Library sources and the values last folded in from each, so counters advance by deltas.
 #[derive(Default)]
 struct Scrape {
     sources: Vec<Source>,
+    /// The live SVID, for `fipstun_svid_expiry_seconds`.
+    svid: Option<Arc<SvidSlot>>,
     last: HashMap<(usize, &'static str, &'static str), u64>,
 }
 
@@ -175,7 +210,35 @@ impl Metrics {
             "1 when the AWS-LC module reports FIPS mode active",
             fips_module.clone(),
         );
+        let stream_setup = Histograms::new_with_constructor(time_buckets as fn() -> Histogram);
+        registry.register(
+            "stream_setup_seconds",
+            "Established streams: from accept to established (authorization and the dial of the target)",
+            stream_setup.clone(),
+        );
+        let stream_duration = Histograms::new_with_constructor(time_buckets as fn() -> Histogram);
+        registry.register(
+            "stream_duration_seconds",
+            "Established streams: from established to closed",
+            stream_duration.clone(),
+        );
+        let tls_handshake = Histograms::new_with_constructor(time_buckets as fn() -> Histogram);
+        registry.register(
+            "tls_handshake_seconds",
+            "Completed HBONE TLS handshakes (TCP connected to TLS done), by side",
+            tls_handshake.clone(),
+        );
+        let svid_expiry = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "svid_expiry_seconds",
+            "Seconds until the current SVID's notAfter (negative once expired; absent without an SVID)",
+            svid_expiry.clone(),
+        );
         Self {
+            stream_setup,
+            stream_duration,
+            tls_handshake,
+            svid_expiry,
             registry,
             fips_mode,
             fips_module,
@@ -232,6 +295,38 @@ impl Metrics {
         self.lock().sources.push(Source::Wireguard(node));
     }
 
+    /// Report `fipstun_svid_expiry_seconds` from `slot` at scrape time.
+    pub(crate) fn watch_svid(&self, slot: Arc<SvidSlot>) {
+        self.lock().svid = Some(slot);
+    }
+
+    /// One finished stream into the stream histograms. Refused streams are left out: they
+    /// were never established (the refusal counters have them).
+    pub(crate) fn observe_stream(
+        &self,
+        backend: &'static str,
+        direction: &'static str,
+        record: &StreamRecord,
+    ) {
+        if matches!(record.result, StreamResult::Refused(_)) {
+            return;
+        }
+        let labels = vec![("backend", backend), ("direction", direction)];
+        self.stream_setup
+            .get_or_create(&labels)
+            .observe(record.setup.as_secs_f64());
+        self.stream_duration
+            .get_or_create(&labels)
+            .observe(record.duration.as_secs_f64());
+    }
+
+    /// One completed HBONE TLS handshake on `side` (`client` or `server`).
+    pub(crate) fn observe_tls_handshake(&self, side: &'static str, took: Duration) {
+        self.tls_handshake
+            .get_or_create(&vec![("backend", "hbone"), ("side", side)])
+            .observe(took.as_secs_f64());
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Scrape> {
         self.sources.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -248,7 +343,17 @@ impl Metrics {
 
     fn refresh(&self) {
         let mut scrape = self.lock();
-        let Scrape { sources, last } = &mut *scrape;
+        let Scrape {
+            sources,
+            last,
+            svid,
+        } = &mut *scrape;
+        if let Some(left) = svid
+            .as_ref()
+            .and_then(|s| s.seconds_to_expiry(std::time::SystemTime::now()))
+        {
+            self.svid_expiry.set(left);
+        }
         for (i, source) in sources.iter().enumerate() {
             // Advance `counter` to the library's cumulative `now`.
             let mut bump = |counter: &Counter, metric: &'static str, label: &'static str, now| {
@@ -426,85 +531,6 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` on `listener` until the task is dropped. One request per connection.
-pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        match listener.accept().await {
-            Ok((s, remote)) => {
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(s, &metrics).await {
-                        tracing::debug!(%remote, error = %e, "metrics request failed");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-/// The largest request head we read.
-const MAX_REQUEST_HEAD: usize = 8 * 1024;
-
-async fn answer(mut s: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    let read_head = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).await?;
-            if n == 0 || head.len() + n > MAX_REQUEST_HEAD {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "incomplete or oversized request head",
-                ));
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), read_head)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "request head timeout"))??;
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (parts.next(), parts.next());
-    let (status, content_type, body) = match (method, path) {
-        (Some(b"GET"), Some(p)) if p == b"/metrics" || p.starts_with(b"/metrics?") => {
-            ("200 OK", CONTENT_TYPE, metrics.render())
-        }
-        (Some(b"GET"), _) => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "not found: metrics are at /metrics\n".to_string(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "only GET /metrics\n".to_string(),
-        ),
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(response.as_bytes()).await?;
-    s.shutdown().await
-}
-
-/// A bound metrics endpoint, if configured.
-pub(crate) async fn bind(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, String> {
-    match addr {
-        None => Ok(None),
-        Some(a) => TcpListener::bind(a)
-            .await
-            .map(Some)
-            .map_err(|e| format!("metrics: cannot listen on {a}: {e}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,35 +574,28 @@ mod tests {
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 
-    #[tokio::test]
-    async fn http_endpoint_answers_get_metrics_only() {
-        let m = Arc::new(Metrics::new());
-        let fold = Fold {
-            accepted: false,
-            streams_and_bytes: true,
-            inbound_is_local: false,
-        };
-        m.watch_forwarder("hbone", Box::new(stats), fold);
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let task = tokio::spawn(serve(l, m));
-        let get = |path: &'static str| async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        };
-        let ok = get("/metrics").await;
-        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
-        assert!(ok.contains(CONTENT_TYPE));
-        assert!(
-            ok.contains("fipstun_streams_total{backend=\"hbone\"} 1"),
-            "{ok}"
-        );
-        assert!(get("/").await.starts_with("HTTP/1.1 404"));
-        task.abort();
+    #[test]
+    fn streams_and_handshakes_fill_histograms_and_refusals_stay_out() {
+        use fipstun_transport::{PeerIdentity, Refusal, Target};
+        let m = Metrics::new();
+        let peer = PeerIdentity::Local("127.0.0.1:5000".parse().unwrap());
+        let mut r = StreamRecord::new(peer, Target::new("127.0.0.1:80".parse().unwrap()));
+        r.setup = Duration::from_millis(3);
+        r.duration = Duration::from_secs(2);
+        m.observe_stream("plain", "outbound", &r);
+        r.result = StreamResult::Refused(Refusal::Policy);
+        m.observe_stream("plain", "outbound", &r);
+        m.observe_tls_handshake("client", Duration::from_millis(4));
+        let slot = Arc::new(SvidSlot::new());
+        m.watch_svid(slot);
+        let text = m.render();
+        for line in [
+            "fipstun_stream_setup_seconds_count{backend=\"plain\",direction=\"outbound\"} 1",
+            "fipstun_stream_duration_seconds_sum{backend=\"plain\",direction=\"outbound\"} 2.0",
+            "fipstun_tls_handshake_seconds_count{backend=\"hbone\",side=\"client\"} 1",
+            "# TYPE fipstun_svid_expiry_seconds gauge",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }

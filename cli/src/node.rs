@@ -13,10 +13,12 @@ use fipstun_transport::{Forwarder, PlainTcp};
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
 
+use crate::admin::{Admin, Listeners, Readiness};
 use crate::config::NodeConfig;
-use crate::metrics::{Fold, Metrics};
+use crate::metrics::{Fold, Metrics, TlsTimer};
 use crate::reload::{LivePolicy, hangups};
 use crate::signals::termination;
+use crate::streams::{Direction, StreamEvents};
 
 /// CONNECTs an HBONE server may hold for the forwarder at once; more get 503.
 const HBONE_QUEUE: usize = 1024;
@@ -32,6 +34,22 @@ pub(crate) async fn run(
         Box::pin(termination().map_err(|e| format!("cannot install signal handlers: {e}"))?);
     let mut hangup = hangups().map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let mut ready = Vec::new();
+    // The admin listeners first, so readiness answers (503) while the identity arrives.
+    let mut expected = Vec::new();
+    expected.extend(cfg.hbone.as_ref().map(|h| h.listen));
+    #[cfg(feature = "wireguard")]
+    expected.extend(cfg.wireguard.as_ref().map(|w| w.listen));
+    let readiness = Arc::new(Readiness::new(
+        cfg.hbone.is_some() && cfg.identity.is_some(),
+        expected,
+    ));
+    let admin = Listeners::bind(cfg.observe.ready, cfg.metrics, cfg.observe.admin).await?;
+    let admin_addrs = admin.addrs();
+    admin.serve(Arc::new(Admin {
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        config: crate::admin::node_dump(&cfg),
+    }));
     if cfg.policy.is_empty() {
         tracing::warn!(
             "no policy rules ([[policy]] or --allow-target): every stream will be refused; \
@@ -48,9 +66,8 @@ pub(crate) async fn run(
         ),
         None => None,
     };
-    let metrics_listener = crate::metrics::bind(cfg.metrics).await?;
-    let mut own = Vec::new();
-    for l in hbone_listener.iter().chain(metrics_listener.iter()) {
+    let mut own: Vec<SocketAddr> = admin_addrs.iter().map(|(_, a)| *a).collect();
+    for l in hbone_listener.iter() {
         own.push(l.local_addr().map_err(|e| e.to_string())?);
     }
     let own_ips = local_ips(&own);
@@ -60,7 +77,14 @@ pub(crate) async fn run(
             .with_own_listeners(own.clone(), own_ips.clone()),
     );
     let forwarder = |backend: &'static str| {
-        let fwd = Forwarder::new(PlainTcp, policy.clone(), cfg.limits.clone());
+        let events = StreamEvents::new(
+            metrics.clone(),
+            backend,
+            Direction::Inbound,
+            cfg.observe.access_log,
+        );
+        let limits = cfg.limits.clone().with_observer(Arc::new(events));
+        let fwd = Forwarder::new(PlainTcp, policy.clone(), limits);
         let view = fwd.clone();
         (
             fwd,
@@ -75,6 +99,8 @@ pub(crate) async fn run(
             let crypto = CryptoPolicy::default();
             let live = crate::identity_source::start(identity).await?;
             let (slot, trust) = (live.slot.clone(), live.trust.clone());
+            readiness.identity_loaded(slot.clone(), trust.clone());
+            metrics.watch_svid(slot.clone());
             let clients = if h.allow.is_empty() {
                 Authorizer::trust_domains([live.id.trust_domain()])
             } else {
@@ -84,13 +110,17 @@ pub(crate) async fn run(
             let (server, incoming) = HboneServer::with_delivery(
                 &identity,
                 clients,
-                h.server.clone().with_drain_timeout(cfg.drain),
+                h.server
+                    .clone()
+                    .with_drain_timeout(cfg.drain)
+                    .with_handshake_observer(TlsTimer::new(metrics.clone(), "server")),
                 AllowAll,
                 HBONE_QUEUE,
             )
             .map_err(|e| format!("hbone: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             ready.push(format!("hbone={addr}"));
+            readiness.bound(h.listen);
             let (fwd, stats, backend) = forwarder("hbone");
             // The server counts connections, streams and bytes; the forwarder its refusals.
             let refusals = {
@@ -129,6 +159,7 @@ pub(crate) async fn run(
                 .await
                 .map_err(|e| format!("wireguard: cannot start on {}: {e}", w.listen))?;
             ready.push(format!("wireguard={}", node.local_addr()));
+            readiness.bound(w.listen);
             metrics.watch_wireguard(node.clone());
             let (fwd, stats, backend) = forwarder("wireguard");
             metrics.watch_forwarder(
@@ -154,14 +185,9 @@ pub(crate) async fn run(
         match *w {}
     }
 
-    if let Some(l) = metrics_listener {
-        ready.push(format!(
-            "metrics={}",
-            l.local_addr().map_err(|e| e.to_string())?
-        ));
-        tokio::spawn(crate::metrics::serve(l, metrics.clone()));
-    }
+    ready.extend(crate::admin::ready_words(&admin_addrs));
     ready.push(format!("fips={}", cfg.fips.label()));
+    readiness.started();
     eprintln!("fipstun node: ready {}", ready.join(" "));
 
     let signal = loop {

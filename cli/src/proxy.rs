@@ -28,11 +28,16 @@ use fipstun_transport::{
 use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
 
-use crate::config::{ConfigError, ListenerKind, ListenerSettings, ProxyConfig, RouteSettings, Via};
-use crate::metrics::{Fold, Metrics};
+use crate::admin::{Admin, Listeners, Readiness};
+use crate::config::{
+    ConfigError, ListenerKind, ListenerSettings, ProxyConfig, RouteSettings, RouteVia, Via,
+};
+use crate::metrics::{Fold, Metrics, TlsTimer};
 use crate::reload::{LivePolicy, hangups};
 use crate::route::{Backends, Router};
 use crate::signals::termination;
+use crate::config::AccessLog;
+use crate::streams::{Direction, StreamEvents};
 
 /// Run the proxy until SIGTERM/SIGINT, then drain. SIGHUP calls `reload` and applies what it
 /// can of the new configuration.
@@ -46,7 +51,6 @@ pub(crate) async fn run(
         Box::pin(termination().map_err(|e| format!("cannot install signal handlers: {e}"))?);
     let mut hangup = hangups().map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let policy = CryptoPolicy::default();
-
     // One HBONE client (one pool) for every HBONE listener and route.
     let needs_hbone = cfg.listeners.iter().any(|l| {
         matches!(
@@ -59,14 +63,30 @@ pub(crate) async fn run(
     }) || cfg
         .routes
         .iter()
-        .any(|r| matches!(r.via, crate::config::RouteVia::Hbone { .. }));
+        .any(|r| matches!(r.via, RouteVia::Hbone { .. }));
+    // The admin listeners first, so readiness answers (503) while the identity arrives.
+    let readiness = Arc::new(Readiness::new(
+        needs_hbone && cfg.identity.is_some(),
+        cfg.listeners.iter().map(|l| l.listen),
+    ));
+    let admin = Listeners::bind(cfg.observe.ready, cfg.metrics, cfg.observe.admin).await?;
+    let admin_addrs = admin.addrs();
+    admin.serve(Arc::new(Admin {
+        readiness: readiness.clone(),
+        metrics: metrics.clone(),
+        config: crate::admin::proxy_dump(&cfg),
+    }));
+
     let hbone_client = match &cfg.identity {
         Some(identity) if needs_hbone => {
             let live = crate::identity_source::start(identity).await?;
             let (slot, trust) = (live.slot, live.trust);
+            readiness.identity_loaded(slot.clone(), trust.clone());
+            metrics.watch_svid(slot.clone());
             let client = HboneClient::new(
                 TlsIdentity::new(policy, trust, slot),
-                ClientConfig::default(),
+                ClientConfig::default()
+                    .with_handshake_observer(TlsTimer::new(metrics.clone(), "client")),
             )
             .map_err(|e| format!("hbone client: {e}"))?;
             metrics.watch_hbone_client(client.clone());
@@ -101,11 +121,6 @@ pub(crate) async fn run(
         wireguard: wg,
     };
     let router = Router::new(&cfg.routes, &backends, cfg.fips.requirement())?;
-    let metrics_listener = crate::metrics::bind(cfg.metrics).await?;
-    let metrics_addr = metrics_listener
-        .as_ref()
-        .map(|l| l.local_addr().map_err(|e| e.to_string()))
-        .transpose()?;
 
     let mut proxy = Proxy {
         metrics: metrics.clone(),
@@ -114,7 +129,9 @@ pub(crate) async fn run(
         backends,
         router,
         route_policy: LivePolicy::new(Policy::deny_all()),
-        metrics_addr,
+        admin_addrs: admin_addrs.iter().map(|(_, a)| *a).collect(),
+        readiness: readiness.clone(),
+        access_log: cfg.observe.access_log,
         running: Vec::new(),
         retired: Vec::new(),
     };
@@ -136,11 +153,9 @@ pub(crate) async fn run(
         ready.push(format!("listener={}", r.addr));
         proxy.running.push(r);
     }
-    if let Some(l) = metrics_listener {
-        ready.push(format!("metrics={}", metrics_addr.unwrap_or(cfg.listeners[0].listen)));
-        tokio::spawn(crate::metrics::serve(l, metrics.clone()));
-    }
+    ready.extend(crate::admin::ready_words(&admin_addrs));
     ready.push(format!("fips={}", cfg.fips.label()));
+    readiness.started();
     eprintln!("fipstun proxy: ready {}", ready.join(" "));
 
     let mut current = cfg;
@@ -224,7 +239,10 @@ struct Proxy {
     backends: Backends,
     router: Router,
     route_policy: LivePolicy,
-    metrics_addr: Option<SocketAddr>,
+    /// The admin endpoints' addresses (own sockets, like the listeners).
+    admin_addrs: Vec<SocketAddr>,
+    readiness: Arc<Readiness>,
+    access_log: AccessLog,
     running: Vec<Running>,
     /// Listeners a reload removed: no longer accepting, their streams still draining.
     retired: Vec<Running>,
@@ -233,13 +251,24 @@ struct Proxy {
 impl Proxy {
     /// The proxy's own sockets, which captured or SOCKS5 streams must never reach (a loop).
     fn own_addrs(&self, listeners: &[SocketAddr]) -> Vec<SocketAddr> {
-        listeners.iter().copied().chain(self.metrics_addr).collect()
+        listeners
+            .iter()
+            .chain(&self.admin_addrs)
+            .copied()
+            .collect()
     }
 
     /// Serve `settings` on `listener`.
     fn start(&self, settings: ListenerSettings, listener: TcpListener) -> Result<Running, String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        self.readiness.bound(settings.listen);
         let label = settings.kind.label();
+        let events = StreamEvents::new(
+            self.metrics.clone(),
+            label,
+            Direction::Outbound,
+            self.access_log,
+        );
         let forwarder = match &settings.kind {
             ListenerKind::Fixed { target, via } => {
                 tracing::info!(%addr, %target, via = via.label(), "listening");
@@ -257,7 +286,8 @@ impl Proxy {
                         let t = HboneTransport::new(client, self.fips)
                             .map_err(|e| format!("listener {addr}: {e}"))?
                             .with_default_route(HboneRoute::new(*node, node_id.clone()));
-                        self.serve(label, t, AuthorizedByAcceptor, limits, acceptor)
+                        let events = events.via_hbone_node(*node, node_id.clone());
+                        self.serve(label, t, AuthorizedByAcceptor, limits, acceptor, events)
                     }
                     #[cfg(feature = "wireguard")]
                     Via::Wireguard => self.serve(
@@ -269,9 +299,10 @@ impl Proxy {
                         AuthorizedByAcceptor,
                         limits,
                         acceptor,
+                        events,
                     ),
                     Via::Plain => {
-                        self.serve(label, PlainTcp, AuthorizedByAcceptor, limits, acceptor)
+                        self.serve(label, PlainTcp, AuthorizedByAcceptor, limits, acceptor, events)
                     }
                 }
             }
@@ -283,6 +314,7 @@ impl Proxy {
                     self.route_policy.clone(),
                     self.limits.clone(),
                     RedirectAcceptor::new(listener),
+                    events,
                 )
             }
             ListenerKind::Socks5 => {
@@ -293,6 +325,7 @@ impl Proxy {
                     self.route_policy.clone(),
                     self.limits.clone(),
                     Socks5Acceptor::new(listener, Socks5Config::default()),
+                    events,
                 )
             }
         };
@@ -311,7 +344,9 @@ impl Proxy {
         authorize: impl Authorize,
         limits: ForwarderConfig,
         acceptor: A,
+        events: StreamEvents,
     ) -> Box<dyn Drain> {
+        let limits = limits.with_observer(Arc::new(events));
         let fwd = Forwarder::new(dialer, authorize, limits);
         let view = fwd.clone();
         self.metrics.watch_forwarder(

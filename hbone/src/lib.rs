@@ -125,7 +125,7 @@ mod transport;
 pub mod wire;
 
 pub use client::{ClientConfig, ExpectedPeer, HboneClient};
-pub use metrics::{HandshakeFailure, MetricsSnapshot};
+pub use metrics::{HandshakeFailure, HandshakeObserver, HandshakeObserverHandle, MetricsSnapshot};
 pub use server::{
     AllowAll, ConnectContext, Decision, Handler, HandlerFn, HboneServer, Incoming, PendingConnect,
     ServerConfig, handler_fn,

@@ -1,7 +1,29 @@
 //! Counters a proxy exports for one HBONE client or server: lock-free atomics updated on the
 //! data path, read as a [`MetricsSnapshot`].
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Told how long each completed TLS handshake took (client: TCP connected to TLS done;
+/// server: TCP accepted to TLS done), for a latency histogram. Called on the connection's
+/// task: keep it short and never block. Failed handshakes are counted by
+/// [`HandshakeFailure`] instead.
+pub trait HandshakeObserver: Send + Sync + 'static {
+    /// One TLS handshake completed in `took`.
+    fn tls_handshake_done(&self, took: Duration);
+}
+
+/// A [`HandshakeObserver`] held by a `ClientConfig` or `ServerConfig` (which are `Clone` and
+/// `Debug`).
+#[derive(Clone)]
+pub struct HandshakeObserverHandle(pub Arc<dyn HandshakeObserver>);
+
+impl std::fmt::Debug for HandshakeObserverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandshakeObserver")
+    }
+}
 
 /// Why a TLS or HTTP/2 connection setup failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -23,7 +23,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::metrics::{HandshakeFailure, Metrics, MetricsSnapshot};
+use crate::metrics::{
+    HandshakeFailure, HandshakeObserver, HandshakeObserverHandle, Metrics, MetricsSnapshot,
+};
 use crate::stream::{HboneStream, Hold};
 use crate::wire::{Authority, ConnectRequest, ConnectResponse, HostnamePolicy, Rejection};
 use crate::{ALPN_H2, Error, H2Settings, TlsIdentity, classify_tls_error};
@@ -66,6 +68,8 @@ pub struct ServerConfig {
     pub hostnames: HostnamePolicy,
     /// HTTP/2 windows and frame size.
     pub h2: H2Settings,
+    /// Told the time of each completed TLS handshake. Default none.
+    pub handshake_observer: Option<HandshakeObserverHandle>,
 }
 
 impl Default for ServerConfig {
@@ -83,11 +87,18 @@ impl Default for ServerConfig {
             upstream_connect_timeout: Duration::from_secs(10),
             hostnames: HostnamePolicy::Reject,
             h2: H2Settings::default(),
+            handshake_observer: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// Set [`ServerConfig::handshake_observer`].
+    pub fn with_handshake_observer(mut self, observer: Arc<dyn HandshakeObserver>) -> Self {
+        self.handshake_observer = Some(HandshakeObserverHandle(observer));
+        self
+    }
+
     /// Set [`ServerConfig::max_connections`].
     pub fn with_max_connections(mut self, n: u32) -> Self {
         self.max_connections = n.max(1);
@@ -575,12 +586,16 @@ impl HboneServer {
     > {
         let cfg = &self.inner.config;
         let fut = async {
+            let tls_started = std::time::Instant::now();
             let mut tls = self
                 .inner
                 .acceptor
                 .accept(tcp)
                 .await
                 .map_err(|e| (classify_tls_error(&e), e.to_string()))?;
+            if let Some(o) = &cfg.handshake_observer {
+                o.0.tls_handshake_done(tls_started.elapsed());
+            }
             tls.get_mut()
                 .1
                 .set_buffer_limit(Some(crate::TLS_SEND_BUFFER_BYTES));
@@ -913,6 +928,10 @@ impl PendingInbound for PendingConnect {
 
     fn target(&self) -> &Target {
         &self.target
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        Some(self.peer_addr)
     }
 
     fn establish(self) -> Result<HboneStream, TransportError> {

@@ -9,6 +9,9 @@
 //! refuses it with a [`Refusal`] the backend maps to its own signal (HBONE: 403 or 503;
 //! WireGuard and TCP: a reset). Bytes are then copied both ways with half-close kept, until
 //! both sides are done or the stream has been idle for [`ForwarderConfig::idle_timeout`].
+//!
+//! When a stream ends, or is refused, the forwarder hands one [`StreamRecord`] to the
+//! [`StreamObserver`] set with [`ForwarderConfig::with_observer`] (access logs, histograms).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -54,6 +57,90 @@ impl Refusal {
     }
 }
 
+/// How a stream the forwarder handled ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamResult {
+    /// Established, and both directions finished (end of stream each way).
+    Ok,
+    /// Refused before it was established; nothing was copied.
+    Refused(Refusal),
+    /// Established (or about to be) and then cut: a copy error, the idle timeout, or the peer
+    /// going away before the stream could be established. The text says which.
+    Error(String),
+}
+
+/// What the forwarder knows about one stream once it is over: given to the
+/// [`StreamObserver`] exactly once per stream the acceptor handed over.
+///
+/// Bytes are payload bytes, counted on the inbound (peer) side: `bytes_sent` went from the
+/// peer toward the target, `bytes_received` came back from the target to the peer.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StreamRecord {
+    /// Who sent the stream, as the backend authenticated it (its SPIFFE ID, if any, through
+    /// [`PeerIdentity::spiffe_id`]).
+    pub peer: PeerIdentity,
+    /// The peer's socket address, when the acceptor knows it
+    /// ([`PendingInbound::peer_addr`]).
+    pub peer_addr: Option<SocketAddr>,
+    /// Where the stream asked to go.
+    pub target: Target,
+    /// The address the dialer actually connected to, when it reports one
+    /// ([`Transport::dialled_addr`]); `None` if the stream was refused before a dial.
+    pub dialled: Option<SocketAddr>,
+    /// Payload bytes from the peer toward the target.
+    pub bytes_sent: u64,
+    /// Payload bytes from the target back to the peer.
+    pub bytes_received: u64,
+    /// From the hand-over by the acceptor to established (or refused): authorization, the
+    /// slot and the dial of the target.
+    pub setup: Duration,
+    /// From established to closed; zero for a refused stream.
+    pub duration: Duration,
+    /// How it ended.
+    pub result: StreamResult,
+    /// For a refusal, the detail behind it (the policy verdict, the dial error, the limit
+    /// reached); `None` otherwise.
+    pub refusal_detail: Option<String>,
+}
+
+impl StreamRecord {
+    /// A record of a stream from `peer` to `target` that moved nothing and took no time,
+    /// ended [`StreamResult::Ok`]; set the public fields for the rest (for observers' tests).
+    pub fn new(peer: PeerIdentity, target: Target) -> Self {
+        Self {
+            peer,
+            peer_addr: None,
+            target,
+            dialled: None,
+            bytes_sent: 0,
+            bytes_received: 0,
+            setup: Duration::ZERO,
+            duration: Duration::ZERO,
+            result: StreamResult::Ok,
+            refusal_detail: None,
+        }
+    }
+}
+
+/// Told about every stream a forwarder handled, once, when it ends or is refused. Called on
+/// the stream's own task: keep it short and never block (log, bump a metric).
+pub trait StreamObserver: Send + Sync + 'static {
+    /// One stream is over.
+    fn stream_ended(&self, record: &StreamRecord);
+}
+
+/// A [`StreamObserver`] held by a [`ForwarderConfig`] (which is `Clone` and `Debug`).
+#[derive(Clone)]
+pub struct ObserverHandle(pub Arc<dyn StreamObserver>);
+
+impl std::fmt::Debug for ObserverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamObserver")
+    }
+}
+
 /// A stream that arrived and has not been answered yet.
 pub trait PendingInbound: Send + 'static {
     /// The byte stream once established.
@@ -64,6 +151,13 @@ pub trait PendingInbound: Send + 'static {
 
     /// Where it asks to go.
     fn target(&self) -> &Target;
+
+    /// The peer's socket address as this side sees it (the TCP client of a local listener, the
+    /// HBONE client's connection), if the backend knows one; reported in
+    /// [`StreamRecord::peer_addr`]. The default knows none.
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        None
+    }
 
     /// Accept it (HBONE: answer 200) and take the byte stream.
     fn establish(self) -> Result<Self::Stream, TransportError>;
@@ -154,6 +248,13 @@ impl PendingInbound for TcpPending {
         &self.target
     }
 
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        match self.peer {
+            PeerIdentity::Local(a) => Some(a),
+            _ => None,
+        }
+    }
+
     fn establish(self) -> Result<tokio::net::TcpStream, TransportError> {
         Ok(self.stream)
     }
@@ -230,6 +331,8 @@ pub struct ForwarderConfig {
     /// The longest pause after repeated accept errors (out of file descriptors and the
     /// like); the first is 5 ms, doubling. Default 1 s.
     pub max_accept_backoff: Duration,
+    /// Told about every stream when it ends or is refused. Default none.
+    pub observer: Option<ObserverHandle>,
 }
 
 impl Default for ForwarderConfig {
@@ -241,6 +344,7 @@ impl Default for ForwarderConfig {
             idle_timeout: Duration::from_secs(3600),
             copy_buffer_bytes: 64 * 1024,
             max_accept_backoff: Duration::from_secs(1),
+            observer: None,
         }
     }
 }
@@ -269,6 +373,12 @@ impl ForwarderConfig {
     /// Set [`ForwarderConfig::idle_timeout`].
     pub fn with_idle_timeout(mut self, t: Duration) -> Self {
         self.idle_timeout = t;
+        self
+    }
+
+    /// Set [`ForwarderConfig::observer`]: `observer` gets one [`StreamRecord`] per stream.
+    pub fn with_observer(mut self, observer: Arc<dyn StreamObserver>) -> Self {
+        self.observer = Some(ObserverHandle(observer));
         self
     }
 }
@@ -468,7 +578,13 @@ impl<D: Transport> Forwarder<D> {
         }
     }
 
-    fn refuse<P: PendingInbound>(&self, pending: P, why: Refusal, detail: &dyn std::fmt::Display) {
+    fn refuse<P: PendingInbound>(
+        &self,
+        pending: P,
+        why: Refusal,
+        detail: &dyn std::fmt::Display,
+        accepted_at: Instant,
+    ) {
         self.inner.counters.refused[refusal_index(why)].fetch_add(1, Ordering::Relaxed);
         let (peer, target) = (pending.peer(), pending.target());
         match why {
@@ -481,6 +597,20 @@ impl<D: Transport> Forwarder<D> {
             _ => {
                 tracing::info!(%peer, %target, reason = %detail, "stream refused: {}", why.label())
             }
+        }
+        if let Some(observer) = &self.inner.config.observer {
+            observer.0.stream_ended(&StreamRecord {
+                peer: peer.clone(),
+                peer_addr: pending.peer_addr(),
+                target: target.clone(),
+                dialled: None,
+                bytes_sent: 0,
+                bytes_received: 0,
+                setup: accepted_at.elapsed(),
+                duration: Duration::ZERO,
+                result: StreamResult::Refused(why),
+                refusal_detail: Some(detail.to_string()),
+            });
         }
         pending.refuse(why);
     }
@@ -507,18 +637,24 @@ impl<D: Transport> Forwarder<D> {
     /// Authorize, dial, establish and copy one pending stream to completion (for callers that
     /// own their accept loop, such as an HBONE server in forwarding mode).
     pub async fn handle<P: PendingInbound>(&self, pending: P) {
+        let accepted_at = Instant::now();
         let inner = &self.inner;
         inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
         if *inner.stop.borrow() {
-            return self.refuse(pending, Refusal::ShuttingDown, &"shutting down");
+            return self.refuse(
+                pending,
+                Refusal::ShuttingDown,
+                &"shutting down",
+                accepted_at,
+            );
         }
         let verdict = inner.authorize.authorize(pending.peer(), pending.target());
         if !verdict.is_allowed() {
-            return self.refuse(pending, Refusal::Policy, &verdict);
+            return self.refuse(pending, Refusal::Policy, &verdict, accepted_at);
         }
         let slot = match self.take_slot(pending.peer()) {
             Ok(s) => s,
-            Err(limit) => return self.refuse(pending, Refusal::Overloaded, &limit),
+            Err(limit) => return self.refuse(pending, Refusal::Overloaded, &limit, accepted_at),
         };
         let target = pending.target().clone();
         let dial = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.connect(&target));
@@ -528,21 +664,47 @@ impl<D: Transport> Forwarder<D> {
                 if let Some(i) = DIAL_FAILURE_LABELS.iter().position(|l| *l == e.label()) {
                     inner.counters.dial_failures[i].fetch_add(1, Ordering::Relaxed);
                 }
-                return self.refuse(pending, Refusal::Unreachable, &e);
+                return self.refuse(pending, Refusal::Unreachable, &e, accepted_at);
             }
             Err(_) => {
                 let why = format!("dial timed out after {:?}", inner.config.dial_timeout);
-                return self.refuse(pending, Refusal::Unreachable, &why);
+                return self.refuse(pending, Refusal::Unreachable, &why, accepted_at);
             }
         };
+        let dialled = inner.dialer.dialled_addr(&upstream);
         let peer = pending.peer().clone();
+        let peer_addr = pending.peer_addr();
+        let record = |result, setup, sent, received, duration| StreamRecord {
+            peer: peer.clone(),
+            peer_addr,
+            target: target.clone(),
+            dialled,
+            bytes_sent: sent,
+            bytes_received: received,
+            setup,
+            duration,
+            result,
+            refusal_detail: None,
+        };
         let stream = match pending.establish() {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%peer, %target, error = %e, "peer went away before the stream was established");
+                if let Some(observer) = &inner.config.observer {
+                    let why = format!("the peer went away before the stream was established: {e}");
+                    let r = record(
+                        StreamResult::Error(why),
+                        accepted_at.elapsed(),
+                        0,
+                        0,
+                        Duration::ZERO,
+                    );
+                    observer.0.stream_ended(&r);
+                }
                 return;
             }
         };
+        let setup = accepted_at.elapsed();
         inner.counters.forwarded.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%peer, %target, rule = verdict.rule().unwrap_or(""), "stream forwarded");
         let activity = Arc::new(AtomicU64::new(0));
@@ -550,6 +712,8 @@ impl<D: Transport> Forwarder<D> {
             inner: stream,
             read: &inner.counters.bytes_from_peer,
             written: &inner.counters.bytes_to_peer,
+            stream_read: 0,
+            stream_written: 0,
             activity: &activity,
             epoch: inner.epoch,
         };
@@ -560,17 +724,35 @@ impl<D: Transport> Forwarder<D> {
             inner.config.copy_buffer_bytes,
         );
         let started = Instant::now();
-        tokio::select! {
+        let result = tokio::select! {
             r = copy => match r {
-                Ok((from_peer, to_peer)) => tracing::debug!(%peer, %target, from_peer, to_peer, elapsed = ?started.elapsed(), "stream closed"),
-                Err(e) => tracing::debug!(%peer, %target, error = %e, "stream ended with an error"),
+                Ok((from_peer, to_peer)) => {
+                    tracing::debug!(%peer, %target, from_peer, to_peer, elapsed = ?started.elapsed(), "stream closed");
+                    StreamResult::Ok
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, %target, error = %e, "stream ended with an error");
+                    StreamResult::Error(e.to_string())
+                }
             },
             _ = idle_watch(&activity, inner.epoch, inner.config.idle_timeout) => {
                 inner.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%peer, %target, idle = ?inner.config.idle_timeout, "stream idle: closed");
+                StreamResult::Error(format!("idle timeout ({:?} without a byte)", inner.config.idle_timeout))
             }
-        }
+        };
+        let duration = started.elapsed();
         drop(slot);
+        if let Some(observer) = &inner.config.observer {
+            let r = record(
+                result,
+                setup,
+                inbound.stream_read,
+                inbound.stream_written,
+                duration,
+            );
+            observer.0.stream_ended(&r);
+        }
     }
 
     /// Stop accepting: every [`Forwarder::run`] returns, and streams that arrive from now on
@@ -639,6 +821,9 @@ struct Tracked<'a, S> {
     inner: S,
     read: &'a AtomicU64,
     written: &'a AtomicU64,
+    /// This stream's own counts (the two above are the forwarder's totals).
+    stream_read: u64,
+    stream_written: u64,
     activity: &'a AtomicU64,
     epoch: Instant,
 }
@@ -662,6 +847,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<'_, S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
+        self.stream_read += n as u64;
         self.touch(n, self.read);
         r
     }
@@ -675,6 +861,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
+            self.stream_written += n as u64;
             self.touch(n, self.written);
         }
         r

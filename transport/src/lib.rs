@@ -50,7 +50,8 @@ pub mod memory;
 pub use fipstun_policy as policy;
 pub use forward::{
     Acceptor, Authorize, AuthorizedByAcceptor, Forwarder, ForwarderConfig, ForwarderStats,
-    ListenerAcceptor, PendingInbound, Refusal, TcpAcceptor, TcpPending,
+    ListenerAcceptor, ObserverHandle, PendingInbound, Refusal, StreamObserver, StreamRecord,
+    StreamResult, TcpAcceptor, TcpPending,
 };
 
 /// Where a tunnelled stream should end up: the final destination, as the peer node will dial it.
@@ -299,6 +300,13 @@ pub trait Transport: Send + Sync + 'static {
 
     /// What protects the bytes.
     fn security(&self) -> SecurityInfo;
+
+    /// The address `stream` (one this transport opened) is connected to, if the backend
+    /// knows it: for plain TCP the target's address as dialled. Reported in
+    /// [`StreamRecord::dialled`]. The default knows none.
+    fn dialled_addr(&self, _stream: &Self::Stream) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// Any tunnelled byte stream: what [`DynTransport`] hands out, boxed.
@@ -405,6 +413,10 @@ impl Transport for PlainTcp {
             })?;
         s.set_nodelay(true)?;
         Ok(s)
+    }
+
+    fn dialled_addr(&self, stream: &Self::Stream) -> Option<SocketAddr> {
+        stream.peer_addr().ok()
     }
 
     fn security(&self) -> SecurityInfo {
