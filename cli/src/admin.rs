@@ -233,11 +233,13 @@ pub(crate) fn parse_request(head: &[u8]) -> Result<Request<'_>, RequestError> {
 /// The response to `request` on an `endpoint` listener: status, content type, body.
 fn route(endpoint: Endpoint, request: &Request<'_>, admin: &Admin) -> (u16, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
-    let serves = |path: &str| match (endpoint, path) {
-        (Endpoint::Ready | Endpoint::Admin, "/healthz/ready") => true,
-        (Endpoint::Stats, "/metrics") => true,
-        (Endpoint::Admin, "/config_dump") => true,
-        _ => false,
+    let serves = |path: &str| {
+        matches!(
+            (endpoint, path),
+            (Endpoint::Ready | Endpoint::Admin, "/healthz/ready")
+                | (Endpoint::Stats, "/metrics")
+                | (Endpoint::Admin, "/config_dump")
+        )
     };
     if !serves(request.path) {
         return (404, TEXT, format!("not found: {}\n", request.path));

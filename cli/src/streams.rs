@@ -73,7 +73,7 @@ impl StreamEvents {
             AccessLog::On => true,
             AccessLog::Sample(n) => {
                 !matches!(record.result, StreamResult::Ok)
-                    || self.seen.fetch_add(1, Ordering::Relaxed) % n == 0
+                    || self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(n)
             }
         }
     }
