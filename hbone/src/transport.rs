@@ -137,9 +137,11 @@ impl HboneTransport {
         &self.client
     }
 
+    /// A name target takes the default route: routes are keyed by IP.
     fn route(&self, target: &Target) -> Result<&HboneRoute, TransportError> {
-        self.by_ip
-            .get(&target.addr.ip())
+        target
+            .socket_addr()
+            .and_then(|a| self.by_ip.get(&a.ip()))
             .or(self.default.as_ref())
             .ok_or_else(|| TransportError::NoRoute(target.clone()))
     }
@@ -213,12 +215,8 @@ impl TunnelListener for HboneListener {
                 .accept()
                 .await
                 .ok_or(TransportError::Closed)?;
-            let Some(addr) = pending.request().target().socket_addr() else {
-                // A host name admitted by a HostnamePolicy: the generic forwarder dials
-                // addresses only.
-                pending.reject(Rejection::BadRequest);
-                continue;
-            };
+            // The server resolved a host name its HostnamePolicy admitted: an address.
+            let target = fipstun_transport::PendingInbound::target(&pending).clone();
             let peer = PeerIdentity::Spiffe(pending.peer_id().clone());
             let stream = pending
                 .accept()
@@ -226,7 +224,7 @@ impl TunnelListener for HboneListener {
             return Ok(Inbound {
                 stream,
                 peer,
-                target: Target::new(addr),
+                target,
             });
         }
     }

@@ -46,38 +46,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub mod conformance;
 mod forward;
 pub mod memory;
+mod target;
 
 pub use fipstun_policy as policy;
 pub use forward::{
     Acceptor, Authorize, AuthorizedByAcceptor, Forwarder, ForwarderConfig, ForwarderStats,
     ListenerAcceptor, PendingInbound, Refusal, TcpAcceptor, TcpPending,
 };
-
-/// Where a tunnelled stream should end up: the final destination, as the peer node will dial it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// The destination address (what HBONE puts in `:authority`, what WireGuard routes by).
-    pub addr: SocketAddr,
-}
-
-impl Target {
-    /// A target at `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
-        Self { addr }
-    }
-}
-
-impl From<SocketAddr> for Target {
-    fn from(addr: SocketAddr) -> Self {
-        Self::new(addr)
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.addr.fmt(f)
-    }
-}
+pub use target::{DnsName, Host, Target, TargetError};
 
 /// Who is on the other end of a tunnel, as the backend authenticated it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -395,16 +371,24 @@ pub struct PlainTcp;
 impl Transport for PlainTcp {
     type Stream = tokio::net::TcpStream;
 
+    /// Connect to the target's address, or to the first of a name's addresses that accepts.
     async fn connect(&self, target: &Target) -> Result<Self::Stream, TransportError> {
-        let s = tokio::net::TcpStream::connect(target.addr)
-            .await
-            .map_err(|e| TransportError::Unreachable {
-                target: target.clone(),
-                reason: e.to_string(),
-                source: Some(e.into()),
-            })?;
-        s.set_nodelay(true)?;
-        Ok(s)
+        let mut last = None;
+        for addr in target.resolve().await? {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    return Ok(s);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| std::io::ErrorKind::NotFound.into());
+        Err(TransportError::Unreachable {
+            target: target.clone(),
+            reason: e.to_string(),
+            source: Some(e.into()),
+        })
     }
 
     fn security(&self) -> SecurityInfo {
