@@ -46,6 +46,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub mod conformance;
 mod forward;
 pub mod memory;
+#[cfg(target_os = "linux")]
+pub mod redirect;
+pub mod socks5;
 mod target;
 
 pub use fipstun_policy as policy;
