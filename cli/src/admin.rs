@@ -15,8 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use fipstun_transport::ForwarderConfig;
 
 use crate::config::{
-    Identity, ListenerKind, NodeConfig, Observe, ProxyConfig, RouteNode, RouteVia, Via,
-    WgSettings,
+    Identity, ListenerKind, NodeConfig, Observe, ProxyConfig, RouteNode, RouteVia, Via, WgSettings,
 };
 use crate::metrics::{CONTENT_TYPE, Metrics};
 
@@ -509,8 +508,7 @@ pub(crate) fn proxy_dump(cfg: &ProxyConfig) -> serde_json::Value {
                     ListenerKind::Socks5 => "socks5",
                 },
             });
-            if let (ListenerKind::Fixed { target, via }, Some(map)) = (&l.kind, v.as_object_mut())
-            {
+            if let (ListenerKind::Fixed { target, via }, Some(map)) = (&l.kind, v.as_object_mut()) {
                 map.insert("target".into(), target.to_string().into());
                 map.insert("via".into(), via.label().into());
                 if let Via::Hbone { node, node_id } = via {

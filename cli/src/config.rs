@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use fipstun_hbone::ExpectedPeer;
 use fipstun_identity::bundle::TrustBundle;
 use fipstun_identity::spiffe::SpiffeId;
 use fipstun_identity::svid::Svid;
 use fipstun_planes::workload::EndpointSocket;
-use fipstun_hbone::ExpectedPeer;
 use fipstun_transport::policy::{Action, Cidr, Destination, Policy, Principal, Rule};
 use fipstun_transport::{FipsRequirement, ForwarderConfig, Target};
 #[cfg(feature = "wireguard")]
@@ -1407,9 +1407,8 @@ impl ProxyConfig {
                 "fixed" => {
                     let listen = ctx.addr(&k("listen"), &need("listen", &l.listen)?)?;
                     let target = need("target", &l.target)?;
-                    let target = Target::parse(target.trim()).map_err(|e| {
-                        ctx.err(k("target"), format!("`{target}`: {e}"))
-                    })?;
+                    let target = Target::parse(target.trim())
+                        .map_err(|e| ctx.err(k("target"), format!("`{target}`: {e}")))?;
                     let via = self::via(&ctx, &k, l, fips, file.wireguard.is_some())?;
                     (listen, ListenerKind::Fixed { target, via })
                 }
@@ -1440,12 +1439,17 @@ impl ProxyConfig {
                 "[[route]] is used by redirect and socks5 listeners only; this proxy has none",
             ));
         }
-        let needs_identity = listeners
+        let needs_identity = listeners.iter().any(|l| {
+            matches!(
+                l.kind,
+                ListenerKind::Fixed {
+                    via: Via::Hbone { .. },
+                    ..
+                }
+            )
+        }) || routes
             .iter()
-            .any(|l| matches!(l.kind, ListenerKind::Fixed { via: Via::Hbone { .. }, .. }))
-            || routes
-                .iter()
-                .any(|r| matches!(r.via, RouteVia::Hbone { .. }));
+            .any(|r| matches!(r.via, RouteVia::Hbone { .. }));
         let identity = match &file.identity {
             Some(i) => Some(identity_source(&ctx, i)?),
             None if needs_identity && let Some(env) = identity_from_env(&ctx)? => Some(env),
@@ -1576,10 +1580,10 @@ fn route(
             };
             let expected = match (&r.node_id, &r.node_trust_domain) {
                 (Some(id), None) => ExpectedPeer::ids([ctx.spiffe_id(&k("node_id"), id)?]),
-                (None, Some(td)) => ExpectedPeer::trust_domains([
-                    fipstun_identity::spiffe::TrustDomain::new(td)
-                        .map_err(|e| ctx.err(k("node_trust_domain"), format!("`{td}`: {e}")))?,
-                ]),
+                (None, Some(td)) => {
+                    ExpectedPeer::trust_domains([fipstun_identity::spiffe::TrustDomain::new(td)
+                        .map_err(|e| ctx.err(k("node_trust_domain"), format!("`{td}`: {e}")))?])
+                }
                 (Some(_), Some(_)) => {
                     return Err(ctx.err(k("node_id"), "set node_id or node_trust_domain, not both"));
                 }
@@ -1727,6 +1731,79 @@ mod tests {
     }
 
     #[test]
+    fn routed_listeners_and_routes() {
+        let ok = |text: &str| {
+            let (_d, p) = node_file(text);
+            ProxyConfig::load(&ProxyArgs {
+                config: Some(p),
+                ..ProxyArgs::default()
+            })
+        };
+        let cfg = ok(
+            "fips = \"off\"\n[[listener]]\nmode = \"redirect\"\n[[listener]]\nmode = \"socks5\"\n\
+                      [[route]]\ncidr = \"10.0.0.0/8\"\nvia = \"plain\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.listeners[0].listen, REDIRECT_LISTEN.parse().unwrap());
+        assert_eq!(cfg.listeners[0].kind, ListenerKind::Redirect);
+        assert_eq!(cfg.listeners[1].listen, SOCKS5_LISTEN.parse().unwrap());
+        assert_eq!(cfg.routes[0].via, RouteVia::Plain);
+
+        // A routed listener without routes, routes without one, a target on a routed one.
+        let e = proxy_err("[[listener]]\nmode = \"socks5\"\n");
+        assert_eq!(e.key.as_deref(), Some("route"));
+        let e = proxy_err(
+            "fips = \"off\"\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"127.0.0.1:1\"\nvia = \"plain\"\n\
+             [[route]]\ncidr = \"10.0.0.0/8\"\nvia = \"plain\"\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("route"));
+        let e = proxy_err("[[listener]]\nmode = \"socks5\"\ntarget = \"127.0.0.1:1\"\n");
+        assert_eq!(e.key.as_deref(), Some("listener[0].target"));
+        let e = proxy_err("[[listener]]\nmode = \"tproxy\"\n");
+        assert_eq!(e.key.as_deref(), Some("listener[0].mode"));
+        // HBONE routes: node and an identity are required; plain ones need fips = "off".
+        let e = proxy_err("[[listener]]\nmode = \"socks5\"\n[[route]]\ncidr = \"10.0.0.0/8\"\n");
+        assert_eq!(e.key.as_deref(), Some("route[0].node"));
+        let e = proxy_err(
+            "[[listener]]\nmode = \"socks5\"\n[[route]]\ncidr = \"10.0.0.0/8\"\nnode = \"same-ip\"\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("route[0].node_id"));
+        let e = proxy_err("[[listener]]\nmode = \"socks5\"\n[[route]]\ncidr = \"10.0.0.0/33\"\n");
+        assert_eq!(e.key.as_deref(), Some("route[0].cidr"));
+        let e = proxy_err(
+            "[[listener]]\nmode = \"socks5\"\n[[route]]\ncidr = \"10.0.0.0/8\"\nvia = \"plain\"\n",
+        );
+        assert_eq!(e.key.as_deref(), Some("route[0].via"));
+        assert!(e.message.contains("not FIPS-approved"), "{e}");
+        // A complete HBONE route, ztunnel's "same IP" form, any node of a trust domain.
+        let e = proxy_err(
+            "[[listener]]\nmode = \"redirect\"\n[[route]]\ncidr = \"10.0.0.0/8\"\nnode = \"same-ip\"\n\
+             node_trust_domain = \"cluster.local\"\n",
+        );
+        // ... which needs an identity, and says so (not a route error).
+        assert_eq!(e.key.as_deref(), Some("identity"));
+    }
+
+    #[test]
+    fn mode_flags_with_node_make_one_route_for_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path();
+        let e = ProxyConfig::load(&ProxyArgs {
+            mode: Some("socks5".into()),
+            node: Some("127.0.0.1:15008".into()),
+            node_id: Some("spiffe://a.test/node".into()),
+            identity: IdentityArgs {
+                identity_dir: Some(pki.join("missing")),
+                ..IdentityArgs::default()
+            },
+            ..ProxyArgs::default()
+        })
+        .unwrap_err();
+        // The routes were accepted; the missing identity files are what fails.
+        assert_eq!(e.key.as_deref(), Some("identity.dir"), "{e}");
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let (_d, p) = node_file(
             "[[listener]]\nlisten = \"127.0.0.1:1\"\ntarget = \"127.0.0.1:2\"\nvia = \"plain\"\n\
@@ -1751,7 +1828,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.listeners[0].listen, "127.0.0.1:1".parse().unwrap());
-        assert_eq!(cfg.listeners[0].target, "127.0.0.1:3".parse().unwrap());
+        assert!(matches!(
+            &cfg.listeners[0].kind,
+            ListenerKind::Fixed { target, .. } if target.to_string() == "127.0.0.1:3"
+        ));
         assert_eq!(cfg.drain, Duration::from_millis(250));
 
         let (_d, p) = node_file(
@@ -1779,7 +1859,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cfg.listeners.len(), 1);
-        assert_eq!(cfg.listeners[0].via, Via::Plain);
+        assert!(matches!(
+            cfg.listeners[0].kind,
+            ListenerKind::Fixed {
+                via: Via::Plain,
+                ..
+            }
+        ));
         assert_eq!(cfg.drain, Duration::from_millis(500));
         assert_eq!(cfg.fips, FipsMode::Off);
     }

@@ -29,6 +29,7 @@ use fipstun_wireguard::{WgConfig, WgNode};
 use tokio::net::TcpListener;
 
 use crate::admin::{Admin, Listeners, Readiness};
+use crate::config::AccessLog;
 use crate::config::{
     ConfigError, ListenerKind, ListenerSettings, ProxyConfig, RouteSettings, RouteVia, Via,
 };
@@ -36,7 +37,6 @@ use crate::metrics::{Fold, Metrics, TlsTimer};
 use crate::reload::{LivePolicy, hangups};
 use crate::route::{Backends, Router};
 use crate::signals::termination;
-use crate::config::AccessLog;
 use crate::streams::{Direction, StreamEvents};
 
 /// Run the proxy until SIGTERM/SIGINT, then drain. SIGHUP calls `reload` and applies what it
@@ -251,11 +251,7 @@ struct Proxy {
 impl Proxy {
     /// The proxy's own sockets, which captured or SOCKS5 streams must never reach (a loop).
     fn own_addrs(&self, listeners: &[SocketAddr]) -> Vec<SocketAddr> {
-        listeners
-            .iter()
-            .chain(&self.admin_addrs)
-            .copied()
-            .collect()
+        listeners.iter().chain(&self.admin_addrs).copied().collect()
     }
 
     /// Serve `settings` on `listener`.
@@ -301,9 +297,14 @@ impl Proxy {
                         acceptor,
                         events,
                     ),
-                    Via::Plain => {
-                        self.serve(label, PlainTcp, AuthorizedByAcceptor, limits, acceptor, events)
-                    }
+                    Via::Plain => self.serve(
+                        label,
+                        PlainTcp,
+                        AuthorizedByAcceptor,
+                        limits,
+                        acceptor,
+                        events,
+                    ),
                 }
             }
             ListenerKind::Redirect => {
@@ -366,15 +367,28 @@ impl Proxy {
     /// Apply a reloaded configuration: routes and listeners; warn about what needs a restart.
     async fn apply(&mut self, old: &ProxyConfig, new: &ProxyConfig) {
         let restart = [
-            ("identity", format!("{:?}", old.identity.as_ref().map(|i| i.kind())) != format!("{:?}", new.identity.as_ref().map(|i| i.kind()))),
+            (
+                "identity",
+                format!("{:?}", old.identity.as_ref().map(|i| i.kind()))
+                    != format!("{:?}", new.identity.as_ref().map(|i| i.kind())),
+            ),
             ("fips", old.fips != new.fips),
-            ("wireguard", old.wireguard.is_some() != new.wireguard.is_some()),
-            ("limits", format!("{:?}", old.limits) != format!("{:?}", new.limits)),
+            (
+                "wireguard",
+                old.wireguard.is_some() != new.wireguard.is_some(),
+            ),
+            (
+                "limits",
+                format!("{:?}", old.limits) != format!("{:?}", new.limits),
+            ),
             ("metrics", old.metrics != new.metrics),
         ];
         for (key, changed) in restart {
             if changed {
-                tracing::warn!(key, "reload: `{key}` changed; it takes effect at the next restart");
+                tracing::warn!(
+                    key,
+                    "reload: `{key}` changed; it takes effect at the next restart"
+                );
             }
         }
         if let Err(e) = self.router.replace(&new.routes, &self.backends) {

@@ -52,7 +52,11 @@ impl Router {
     }
 
     /// Replace the table (reload). On error the old table stays.
-    pub(crate) fn replace(&self, routes: &[RouteSettings], backends: &Backends) -> Result<(), String> {
+    pub(crate) fn replace(
+        &self,
+        routes: &[RouteSettings],
+        backends: &Backends,
+    ) -> Result<(), String> {
         let table = build(routes, backends, self.fips)?;
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         Ok(())
@@ -125,7 +129,10 @@ impl Transport for Router {
     fn security(&self) -> SecurityInfo {
         // What the weakest route gives: FIPS only if every route is.
         let table = self.current();
-        let weakest = table.iter().map(|e| e.dialer.dyn_security()).find(|s| !s.fips);
+        let weakest = table
+            .iter()
+            .map(|e| e.dialer.dyn_security())
+            .find(|s| !s.fips);
         weakest.unwrap_or_else(|| {
             table
                 .first()

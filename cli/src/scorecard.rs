@@ -306,11 +306,16 @@ fn fipstun(args: &[String]) -> Result<(), String> {
 
 /// How often the churn run re-issues the node's SVID.
 const CHURN_EVERY: Duration = Duration::from_secs(1);
+/// Every this many SVID changes, the node's policy is also reloaded (SIGHUP).
+const RELOAD_EVERY_NTH: u32 = 3;
 
-/// Runs `fipstun <args>` now and then every `every` on its own thread until `stop` is set;
-/// the thread returns how many runs succeeded and how many failed.
+/// Runs `fipstun <args>` now and then every `every` on its own thread until `stop` is set,
+/// and every [`RELOAD_EVERY_NTH`] time also sends SIGHUP to `reload` (the node re-reads its
+/// configuration and swaps its policy); the thread returns how many changes succeeded and how
+/// many failed.
 fn churn(
     args: Vec<String>,
+    reload: Option<u32>,
     every: Duration,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<(u64, u64)> {
@@ -319,7 +324,22 @@ fn churn(
         let start = Instant::now();
         let mut k = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            match fipstun(&args) {
+            let mut outcome = fipstun(&args);
+            if let Some(pid) = reload
+                && k % RELOAD_EVERY_NTH == RELOAD_EVERY_NTH - 1
+                && outcome.is_ok()
+            {
+                // kill(1): no unsafe code for a signal.
+                outcome = match std::process::Command::new("kill")
+                    .args(["-HUP", &pid.to_string()])
+                    .status()
+                {
+                    Ok(s) if s.success() => Ok(()),
+                    Ok(s) => Err(format!("kill -HUP {pid}: {s}")),
+                    Err(e) => Err(format!("kill -HUP {pid}: {e}")),
+                };
+            }
+            match outcome {
                 Ok(()) => ok += 1,
                 Err(e) => {
                     failed += 1;
@@ -859,7 +879,17 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                     .find(|w| matches!(w, Workload::RequestResponse { .. })),
             ) {
                 let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let changer = churn(setup.reissue_node_svid_args()?, CHURN_EVERY, stop.clone());
+                // The node is the path's tunnel process named "node".
+                let node = path.processes.iter().find_map(|p| match p.pid {
+                    Pid::Other(pid) if p.name == "node" => Some(pid),
+                    _ => None,
+                });
+                let changer = churn(
+                    setup.reissue_node_svid_args()?,
+                    node,
+                    CHURN_EVERY,
+                    stop.clone(),
+                );
                 let m = measure_one(&bar, *b, path, *w, window).await;
                 stop.store(true, Ordering::Relaxed);
                 let (ok, failed) = changer
@@ -928,8 +958,10 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                     .flatten()
                     .map(|result| Churn {
                         what: format!(
-                            "node SVID re-issued every {} s, reloaded at the node's 2 s poll",
-                            CHURN_EVERY.as_secs()
+                            "node SVID re-issued every {} s, reloaded at the node's 2 s poll; \
+                             node policy reloaded (SIGHUP) every {} s",
+                            CHURN_EVERY.as_secs(),
+                            CHURN_EVERY.as_secs() * u64::from(RELOAD_EVERY_NTH)
                         ),
                         changes: churn_changes.clone(),
                         change_failures: churn_failures,

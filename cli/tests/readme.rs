@@ -279,6 +279,79 @@ fn readme_tunnel_by_hand_runs_as_printed() {
     );
 }
 
+/// The "Running fipstun in ztunnel's place" block, run as printed in a fresh folder with the
+/// binary on `PATH`: `fipstun ca serve` as istiod's CA API, node and proxy taking their SVIDs
+/// from it (TOML only), the readiness probe, SOCKS5 through HBONE, `/config_dump` showing the
+/// SVID, the SVID expiry gauge, then SIGTERM — after which node and proxy must exit 0.
+#[test]
+fn readme_ztunnel_slot_runs_as_printed() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let block = readme_block("ztunnel-slot");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = Path::new(env!("CARGO_BIN_EXE_fipstun"))
+        .parent()
+        .expect("binary folder");
+    // Jobs as the block starts them: %1 the CA server, %2 the web server, %3 the node, %4 the
+    // proxy; their PIDs are noted before the block's last line (the SIGTERM).
+    let (body, last) = block
+        .trim_end()
+        .rsplit_once('\n')
+        .expect("the block has several lines");
+    assert!(
+        last.starts_with("kill -TERM"),
+        "the block ends with the SIGTERM: {last}"
+    );
+    let script = format!(
+        "set -euo pipefail\n{body}\n\
+         node_pid=$(jobs -p %3); proxy_pid=$(jobs -p %4)\n\
+         {last}\n\
+         node=0; wait \"$node_pid\" || node=$?\n\
+         proxy=0; wait \"$proxy_pid\" || proxy=$?\n\
+         echo \"README-TEST node-exit=$node proxy-exit=$proxy\"\n\
+         kill %1 %2\n"
+    );
+    let o = run_bash(dir.path(), &script, Some(bin));
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stdout.starts_with("ready"),
+        "the readiness probe answered 200 ready\n{all}"
+    );
+    assert!(stdout.contains("through SOCKS5 and HBONE: 200"), "{all}");
+    assert!(
+        stdout.contains("spiffe://cluster.local/ns/default/sa/proxy"),
+        "/config_dump shows the proxy's SVID\n{all}"
+    );
+    let expiry: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fipstun_svid_expiry_seconds"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("the SVID expiry gauge\n{all}"))
+        .trim()
+        .parse()
+        .expect("a number");
+    assert!(
+        expiry > 60.0,
+        "a fresh SVID from the CA server: {expiry} s left\n{all}"
+    );
+    assert!(stderr.contains("SVID from the Istio CA"), "{all}");
+    // The proxy's access log line for the SOCKS5 stream, as JSON with ztunnel's field names.
+    let access = stderr
+        .lines()
+        .find(|l| l.starts_with('{') && l.contains("fipstun::access"))
+        .unwrap_or_else(|| panic!("no JSON access log line\n{all}"));
+    let v: serde_json::Value = serde_json::from_str(access).expect("JSON");
+    let fields = &v["fields"];
+    assert_eq!(fields["direction"], "outbound", "{access}");
+    assert!(fields["bytes_recv"].as_u64().unwrap_or(0) > 0, "{access}");
+    assert!(
+        stdout.contains("README-TEST node-exit=0 proxy-exit=0"),
+        "node and proxy drain and exit 0 on SIGTERM\n{all}"
+    );
+}
+
 #[test]
 fn block_extraction_finds_the_fenced_body() {
     let md = "x\n<!-- README test: a (note) -->\n```sh\none\ntwo\n```\n<!-- README test: b -->\n";

@@ -93,10 +93,19 @@ fn curl_socks5_reaches_the_server_through_hbone_by_ip_and_by_name() {
     let socks = socks.to_string();
 
     let (ok, out, err) = curl(&["--socks5", &socks, &format!("http://127.0.0.1:{port}/")]);
-    assert!(ok, "{err}\nproxy:\n{}\nnode:\n{}", proxy.stderr(), node.stderr());
+    assert!(
+        ok,
+        "{err}\nproxy:\n{}\nnode:\n{}",
+        proxy.stderr(),
+        node.stderr()
+    );
     assert_eq!(out.as_bytes(), BODY);
     // The name is sent to the proxy (ATYP 3), which resolves it.
-    let (ok, out, err) = curl(&["--socks5-hostname", &socks, &format!("http://localhost:{port}/")]);
+    let (ok, out, err) = curl(&[
+        "--socks5-hostname",
+        &socks,
+        &format!("http://localhost:{port}/"),
+    ]);
     assert!(ok, "{err}\nproxy:\n{}", proxy.stderr());
     assert_eq!(out.as_bytes(), BODY);
     let (ok, out, err) = curl(&["--socks5", &socks, &format!("http://[::1]:{port}/")]);
@@ -114,7 +123,11 @@ fn destinations_without_a_route_and_bad_names_get_socks_errors() {
     assert!(!ok);
     assert!(err.contains("SOCKS5"), "{err}");
     // A name that does not resolve: host unreachable.
-    let (ok, _, err) = curl(&["--socks5-hostname", &socks, "http://no-such-host.invalid:80/"]);
+    let (ok, _, err) = curl(&[
+        "--socks5-hostname",
+        &socks,
+        "http://no-such-host.invalid:80/",
+    ]);
     assert!(!ok);
     assert!(err.contains("SOCKS5"), "{err}");
     // The proxy is still serving (nothing panicked), and said why it refused.

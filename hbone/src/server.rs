@@ -27,7 +27,7 @@ use crate::metrics::{
     HandshakeFailure, HandshakeObserver, HandshakeObserverHandle, Metrics, MetricsSnapshot,
 };
 use crate::stream::{HboneStream, Hold};
-use crate::wire::{Authority, ConnectRequest, ConnectResponse, HostnamePolicy, Rejection};
+use crate::wire::{ConnectRequest, ConnectResponse, HostnamePolicy, Rejection};
 use crate::{ALPN_H2, Error, H2Settings, TlsIdentity, classify_tls_error};
 
 /// Server settings. Times are wall-clock durations.
@@ -672,17 +672,22 @@ impl HboneServer {
                 return reject(&mut respond, Rejection::Forbidden);
             }
         }
-        let resolved = match &target {
-            Authority::Addr(a) => Ok(*a),
-            Authority::Host { host, port } => {
-                let lookup = tokio::net::lookup_host((host.as_str(), *port));
-                match tokio::time::timeout(inner.config.upstream_connect_timeout, lookup).await {
-                    Ok(Ok(mut addrs)) => addrs.next().ok_or_else(|| "no address".to_string()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("name lookup timed out".to_string()),
-                }
-            }
+        let Ok(named) = Target::try_from(&target) else {
+            tracing::debug!(%target, "not a valid target: 400");
+            return reject(&mut respond, Rejection::BadRequest);
         };
+        // The policy judges addresses: a name is resolved here, and the pending stream carries
+        // the address it resolved to.
+        let lookup = named.resolve();
+        let resolved =
+            match tokio::time::timeout(inner.config.upstream_connect_timeout, lookup).await {
+                Ok(Ok(addrs)) => addrs
+                    .first()
+                    .copied()
+                    .ok_or_else(|| "no address".to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("name lookup timed out".to_string()),
+            };
         let addr = match resolved {
             Ok(a) => a,
             Err(e) => {

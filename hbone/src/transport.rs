@@ -184,18 +184,21 @@ impl HboneTransport {
         &self.client
     }
 
+    /// A name target takes the default route: routes are keyed by IP.
     fn route(&self, target: &Target) -> Result<Cow<'_, HboneRoute>, TransportError> {
-        let ip = target.addr.ip();
-        if let Some(r) = self.by_ip.get(&ip) {
-            return Ok(Cow::Borrowed(r));
-        }
-        if let Some((_, r)) = self.by_cidr.iter().find(|(c, _)| c.contains(ip)) {
-            return Ok(match r {
-                CidrRoute::Node(r) => Cow::Borrowed(r),
-                CidrRoute::SameIp { port, expected } => {
-                    Cow::Owned(HboneRoute::new(SocketAddr::new(ip, *port), expected.clone()))
-                }
-            });
+        if let Some(ip) = target.socket_addr().map(|a| a.ip()) {
+            if let Some(r) = self.by_ip.get(&ip) {
+                return Ok(Cow::Borrowed(r));
+            }
+            if let Some((_, r)) = self.by_cidr.iter().find(|(c, _)| c.contains(ip)) {
+                return Ok(match r {
+                    CidrRoute::Node(r) => Cow::Borrowed(r),
+                    CidrRoute::SameIp { port, expected } => Cow::Owned(HboneRoute::new(
+                        SocketAddr::new(ip, *port),
+                        expected.clone(),
+                    )),
+                });
+            }
         }
         self.default
             .as_ref()
@@ -272,12 +275,8 @@ impl TunnelListener for HboneListener {
                 .accept()
                 .await
                 .ok_or(TransportError::Closed)?;
-            let Some(addr) = pending.request().target().socket_addr() else {
-                // A host name admitted by a HostnamePolicy: the generic forwarder dials
-                // addresses only.
-                pending.reject(Rejection::BadRequest);
-                continue;
-            };
+            // The server resolved a host name its HostnamePolicy admitted: an address.
+            let target = fipstun_transport::PendingInbound::target(&pending).clone();
             let peer = PeerIdentity::Spiffe(pending.peer_id().clone());
             let stream = pending
                 .accept()
@@ -285,7 +284,7 @@ impl TunnelListener for HboneListener {
             return Ok(Inbound {
                 stream,
                 peer,
-                target: Target::new(addr),
+                target,
             });
         }
     }
@@ -332,12 +331,25 @@ mod tests {
         let b: SocketAddr = "192.0.2.2:15008".parse().unwrap();
         let c: SocketAddr = "192.0.2.3:15008".parse().unwrap();
         let t = transport()
-            .with_cidr_route("10.0.0.0/8".parse().unwrap(), HboneRoute::new(a, id("spiffe://td/a")))
-            .with_cidr_route("10.1.0.0/16".parse().unwrap(), HboneRoute::new(b, id("spiffe://td/b")))
+            .with_cidr_route(
+                "10.0.0.0/8".parse().unwrap(),
+                HboneRoute::new(a, id("spiffe://td/a")),
+            )
+            .with_cidr_route(
+                "10.1.0.0/16".parse().unwrap(),
+                HboneRoute::new(b, id("spiffe://td/b")),
+            )
             .with_cidr_same_ip("172.16.0.0/12".parse().unwrap(), 15008, id("spiffe://td/n"))
-            .with_route("10.1.2.3".parse().unwrap(), HboneRoute::new(c, id("spiffe://td/c")));
+            .with_route(
+                "10.1.2.3".parse().unwrap(),
+                HboneRoute::new(c, id("spiffe://td/c")),
+            );
         assert_eq!(node_of(&t, "10.9.9.9:80"), Some(a));
-        assert_eq!(node_of(&t, "10.1.9.9:80"), Some(b), "the longer prefix wins");
+        assert_eq!(
+            node_of(&t, "10.1.9.9:80"),
+            Some(b),
+            "the longer prefix wins"
+        );
         assert_eq!(node_of(&t, "10.1.2.3:80"), Some(c), "an exact IP wins");
         assert_eq!(
             node_of(&t, "172.20.1.2:8080"),

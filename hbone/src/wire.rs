@@ -250,6 +250,37 @@ impl fmt::Display for Authority {
     }
 }
 
+/// A target's authority: its address, or its (already validated, lowercase) name.
+impl From<&fipstun_transport::Target> for Authority {
+    fn from(t: &fipstun_transport::Target) -> Self {
+        match (t.socket_addr(), t.host()) {
+            (Some(a), _) => Self::Addr(a),
+            (None, host) => Self::Host {
+                host: host.to_string(),
+                port: t.port(),
+            },
+        }
+    }
+}
+
+impl From<fipstun_transport::Target> for Authority {
+    fn from(t: fipstun_transport::Target) -> Self {
+        Self::from(&t)
+    }
+}
+
+/// The target an authority names (`Target::parse` of its text form).
+impl TryFrom<&Authority> for fipstun_transport::Target {
+    type Error = fipstun_transport::TargetError;
+
+    fn try_from(a: &Authority) -> Result<Self, Self::Error> {
+        match a {
+            Authority::Addr(addr) => Ok(Self::new(*addr)),
+            Authority::Host { host, port } => Self::name(host, *port),
+        }
+    }
+}
+
 fn parse_port(authority: &str, p: &str) -> Result<u16, WireError> {
     let bad = || WireError::BadPort {
         authority: truncated(authority),

@@ -155,6 +155,12 @@ pub enum Verdict {
     NoRuleMatched,
     /// The policy has no rules: everything is denied.
     NoRules,
+    /// The target is a DNS name nobody resolved: the policy judges addresses only, so it is
+    /// denied.
+    UnresolvedName {
+        /// The target as asked for (`name:port`).
+        target: String,
+    },
 }
 
 impl Verdict {
@@ -169,7 +175,7 @@ impl Verdict {
             Self::Allow { rule } | Self::DeniedByRule { rule } | Self::Protected { rule, .. } => {
                 Some(rule)
             }
-            Self::NoRuleMatched | Self::NoRules => None,
+            Self::NoRuleMatched | Self::NoRules | Self::UnresolvedName { .. } => None,
         }
     }
 }
@@ -186,6 +192,10 @@ impl fmt::Display for Verdict {
             ),
             Self::NoRuleMatched => f.write_str("no rule allows it"),
             Self::NoRules => f.write_str("the policy has no rules: everything is denied"),
+            Self::UnresolvedName { target } => write!(
+                f,
+                "the target {target} is a name that was not resolved; the policy judges addresses only"
+            ),
         }
     }
 }

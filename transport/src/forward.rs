@@ -285,9 +285,16 @@ pub trait Authorize: Send + Sync + 'static {
     fn authorize(&self, peer: &PeerIdentity, target: &Target) -> Verdict;
 }
 
+/// A name target is denied ([`Verdict::UnresolvedName`]): the policy judges addresses, and a
+/// forwarder that resolves names ([`ForwarderConfig::resolve_names`]) hands it the address.
 impl Authorize for Policy {
     fn authorize(&self, peer: &PeerIdentity, target: &Target) -> Verdict {
-        self.check(peer.spiffe_id(), target.addr)
+        match target.socket_addr() {
+            Some(addr) => self.check(peer.spiffe_id(), addr),
+            None => Verdict::UnresolvedName {
+                target: target.to_string(),
+            },
+        }
     }
 }
 
@@ -333,6 +340,12 @@ pub struct ForwarderConfig {
     pub max_accept_backoff: Duration,
     /// Told about every stream when it ends or is refused. Default none.
     pub observer: Option<ObserverHandle>,
+    /// Whether a target given as a DNS name is resolved here (within
+    /// [`ForwarderConfig::dial_timeout`]) so that the [`Authorize`] judges, and the dialer
+    /// dials, its first address. Off, the name goes to both as it is: for a proxy that passes
+    /// names through a tunnel for the far node to resolve (a [`Policy`] denies a name).
+    /// Default true.
+    pub resolve_names: bool,
 }
 
 impl Default for ForwarderConfig {
@@ -345,6 +358,7 @@ impl Default for ForwarderConfig {
             copy_buffer_bytes: 64 * 1024,
             max_accept_backoff: Duration::from_secs(1),
             observer: None,
+            resolve_names: true,
         }
     }
 }
@@ -379,6 +393,12 @@ impl ForwarderConfig {
     /// Set [`ForwarderConfig::observer`]: `observer` gets one [`StreamRecord`] per stream.
     pub fn with_observer(mut self, observer: Arc<dyn StreamObserver>) -> Self {
         self.observer = Some(ObserverHandle(observer));
+        self
+    }
+
+    /// Set [`ForwarderConfig::resolve_names`].
+    pub fn with_resolve_names(mut self, resolve: bool) -> Self {
+        self.resolve_names = resolve;
         self
     }
 }
@@ -648,7 +668,37 @@ impl<D: Transport> Forwarder<D> {
                 accepted_at,
             );
         }
-        let verdict = inner.authorize.authorize(pending.peer(), pending.target());
+        // One deadline for resolving a name and dialling its address.
+        let deadline = tokio::time::Instant::now() + inner.config.dial_timeout;
+        let target = match pending.target().socket_addr() {
+            None if inner.config.resolve_names => {
+                match tokio::time::timeout_at(deadline, pending.target().resolve()).await {
+                    Ok(Ok(addrs)) => match addrs.first() {
+                        Some(a) => Target::new(*a),
+                        None => {
+                            return self.refuse(
+                                pending,
+                                Refusal::Unreachable,
+                                &"no address",
+                                accepted_at,
+                            );
+                        }
+                    },
+                    Ok(Err(e)) => {
+                        return self.refuse(pending, Refusal::Unreachable, &e, accepted_at);
+                    }
+                    Err(_) => {
+                        let why = format!(
+                            "name resolution timed out after {:?}",
+                            inner.config.dial_timeout
+                        );
+                        return self.refuse(pending, Refusal::Unreachable, &why, accepted_at);
+                    }
+                }
+            }
+            _ => pending.target().clone(),
+        };
+        let verdict = inner.authorize.authorize(pending.peer(), &target);
         if !verdict.is_allowed() {
             return self.refuse(pending, Refusal::Policy, &verdict, accepted_at);
         }
@@ -656,8 +706,7 @@ impl<D: Transport> Forwarder<D> {
             Ok(s) => s,
             Err(limit) => return self.refuse(pending, Refusal::Overloaded, &limit, accepted_at),
         };
-        let target = pending.target().clone();
-        let dial = tokio::time::timeout(inner.config.dial_timeout, inner.dialer.connect(&target));
+        let dial = tokio::time::timeout_at(deadline, inner.dialer.connect(&target));
         let mut upstream = match dial.await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

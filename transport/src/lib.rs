@@ -46,6 +46,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub mod conformance;
 mod forward;
 pub mod memory;
+#[cfg(target_os = "linux")]
+pub mod redirect;
+pub mod socks5;
+mod target;
 
 pub use fipstun_policy as policy;
 pub use forward::{
@@ -53,32 +57,7 @@ pub use forward::{
     ListenerAcceptor, ObserverHandle, PendingInbound, Refusal, StreamObserver, StreamRecord,
     StreamResult, TcpAcceptor, TcpPending,
 };
-
-/// Where a tunnelled stream should end up: the final destination, as the peer node will dial it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// The destination address (what HBONE puts in `:authority`, what WireGuard routes by).
-    pub addr: SocketAddr,
-}
-
-impl Target {
-    /// A target at `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
-        Self { addr }
-    }
-}
-
-impl From<SocketAddr> for Target {
-    fn from(addr: SocketAddr) -> Self {
-        Self::new(addr)
-    }
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.addr.fmt(f)
-    }
-}
+pub use target::{DnsName, Host, Target, TargetError};
 
 /// Who is on the other end of a tunnel, as the backend authenticated it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -403,16 +382,24 @@ pub struct PlainTcp;
 impl Transport for PlainTcp {
     type Stream = tokio::net::TcpStream;
 
+    /// Connect to the target's address, or to the first of a name's addresses that accepts.
     async fn connect(&self, target: &Target) -> Result<Self::Stream, TransportError> {
-        let s = tokio::net::TcpStream::connect(target.addr)
-            .await
-            .map_err(|e| TransportError::Unreachable {
-                target: target.clone(),
-                reason: e.to_string(),
-                source: Some(e.into()),
-            })?;
-        s.set_nodelay(true)?;
-        Ok(s)
+        let mut last = None;
+        for addr in target.resolve().await? {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    return Ok(s);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.unwrap_or_else(|| std::io::ErrorKind::NotFound.into());
+        Err(TransportError::Unreachable {
+            target: target.clone(),
+            reason: e.to_string(),
+            source: Some(e.into()),
+        })
     }
 
     fn dialled_addr(&self, stream: &Self::Stream) -> Option<SocketAddr> {

@@ -292,3 +292,65 @@ async fn tcp_acceptor_relays_to_its_fixed_target() {
     s.read_to_end(&mut back).await.unwrap();
     assert_eq!(back, b"through the relay");
 }
+
+/// An echo server on the address `localhost` resolves to first (what the forwarder dials).
+async fn echo_on_localhost() -> SocketAddr {
+    let first = Target::parse("localhost:1")
+        .unwrap()
+        .resolve()
+        .await
+        .unwrap()[0];
+    let listener = TcpListener::bind((first.ip(), 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_name_is_resolved_and_the_policy_judges_its_address() {
+    let echo = echo_on_localhost().await;
+    let by_name = Target::parse(&format!("localhost:{}", echo.port())).unwrap();
+
+    // Allowed by a rule naming the loopback address the name resolves to.
+    let (client, fwd, _run) = start(Policy::only_to([echo]), ForwarderConfig::default());
+    let mut s = client.connect(&by_name).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(&back, b"ping");
+    assert_eq!(fwd.stats().forwarded, 1);
+
+    // Loopback is protected: with a rule for another port only, the resolved address is denied.
+    let other = SocketAddr::new(echo.ip(), echo.port().wrapping_add(1).max(1));
+    let (client, fwd, _run) = start(Policy::only_to([other]), ForwarderConfig::default());
+    assert!(client.connect(&by_name).await.is_err());
+    assert_eq!(fwd.stats().refused_policy, 1);
+
+    // A name that does not resolve is unreachable, never judged.
+    let (client, fwd, _run) = start(Policy::only_to([echo]), ForwarderConfig::default());
+    let nowhere = Target::parse("nowhere.invalid:80").unwrap();
+    assert!(client.connect(&nowhere).await.is_err());
+    let s = fwd.stats();
+    assert_eq!((s.refused_unreachable, s.refused_policy), (1, 0), "{s:?}");
+}
+
+#[tokio::test]
+async fn without_resolution_a_policy_denies_a_name() {
+    let echo = echo_on_localhost().await;
+    let by_name = Target::parse(&format!("localhost:{}", echo.port())).unwrap();
+    let config = ForwarderConfig::default().with_resolve_names(false);
+    let (client, fwd, _run) = start(Policy::only_to([echo]), config);
+    assert!(client.connect(&by_name).await.is_err());
+    assert_eq!(fwd.stats().refused_policy, 1);
+    let verdict =
+        fipstun_transport::Authorize::authorize(&Policy::only_to([echo]), &web(), &by_name);
+    assert!(!verdict.is_allowed());
+    assert!(verdict.to_string().contains("not resolved"), "{verdict}");
+}

@@ -840,14 +840,27 @@ impl WgNode {
 impl Transport for WgNode {
     type Stream = WgStream;
 
+    /// A name target is resolved first; the first of its addresses that a peer's allowed IPs
+    /// cover is dialled (WireGuard routes by IP).
     async fn connect(&self, target: &Target) -> Result<WgStream, TransportError> {
         let shared = &self.inner.shared;
         if shared.is_closed() {
             return Err(TransportError::Closed);
         }
+        let addr = match target.socket_addr() {
+            Some(a) => a,
+            None => {
+                let addrs = target.resolve().await?;
+                let core = shared.lock();
+                addrs
+                    .into_iter()
+                    .find(|a| core.routes.route(a.ip()).is_some())
+                    .ok_or_else(|| TransportError::NoRoute(target.clone()))?
+            }
+        };
         let h = {
             let mut core = shared.lock();
-            let Some(peer) = core.routes.route(target.addr.ip()) else {
+            let Some(peer) = core.routes.route(addr.ip()) else {
                 return Err(TransportError::NoRoute(target.clone()));
             };
             if core.peers[peer].endpoint.is_none() {
@@ -858,7 +871,7 @@ impl Transport for WgNode {
                     },
                 ));
             }
-            let Some(local_ip) = core.local_ip_for(target.addr.ip()) else {
+            let Some(local_ip) = core.local_ip_for(addr.ip()) else {
                 return Err(TransportError::NoRoute(target.clone()));
             };
             let Some(port) = core.alloc_port() else {
@@ -866,7 +879,7 @@ impl Transport for WgNode {
             };
             let mut s = core.new_socket();
             let core = &mut *core;
-            let remote = IpEndpoint::new(IpAddress::from(target.addr.ip()), target.addr.port());
+            let remote = IpEndpoint::new(IpAddress::from(addr.ip()), addr.port());
             if let Err(e) = s.connect(
                 core.iface.context(),
                 remote,

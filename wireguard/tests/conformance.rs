@@ -79,7 +79,7 @@ async fn inbound_reports_peer_key_spiffe_and_target() {
         (inbound.peer, inbound.target, got)
     });
     let mut s = client.connect(&target).await.unwrap();
-    assert_eq!(s.peer_addr(), Some(target.addr));
+    assert_eq!(s.peer_addr(), target.socket_addr());
     assert_eq!(
         s.local_addr().map(|a| a.ip()),
         Some("10.99.9.2".parse().unwrap())
