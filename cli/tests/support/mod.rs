@@ -175,6 +175,28 @@ impl Daemon {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// Send SIGHUP (reload the configuration).
+    pub(crate) fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// Wait up to `limit` for `needle` to appear `count` times in stderr.
+    pub(crate) fn wait_log(&self, needle: &str, count: usize, limit: Duration) {
+        let start = Instant::now();
+        while self.stderr().matches(needle).count() < count {
+            assert!(
+                start.elapsed() < limit,
+                "no {count}x `{needle}` within {limit:?}:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Wait up to `limit` for the child to exit.
     pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let start = Instant::now();
