@@ -316,7 +316,7 @@ fn readme_ztunnel_slot_runs_as_printed() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stdout.starts_with("ready"),
+        stdout.lines().any(|l| l == "ready"),
         "the readiness probe answered 200 ready\n{all}"
     );
     assert!(stdout.contains("through SOCKS5 and HBONE: 200"), "{all}");
@@ -346,6 +346,12 @@ fn readme_ztunnel_slot_runs_as_printed() {
     let fields = &v["fields"];
     assert_eq!(fields["direction"], "outbound", "{access}");
     assert!(fields["bytes_recv"].as_u64().unwrap_or(0) > 0, "{access}");
+    assert!(
+        fields["src.addr"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{access}"
+    );
     assert!(
         stdout.contains("README-TEST node-exit=0 proxy-exit=0"),
         "node and proxy drain and exit 0 on SIGTERM\n{all}"

@@ -167,6 +167,13 @@ impl PendingInbound for RedirectPending {
         &self.target
     }
 
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.peer {
+            PeerIdentity::Local(a) => Some(a),
+            _ => None,
+        }
+    }
+
     fn establish(self) -> Result<TcpStream, TransportError> {
         Ok(self.stream)
     }

@@ -776,6 +776,13 @@ impl PendingInbound for Socks5Pending {
         &self.target
     }
 
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.peer {
+            PeerIdentity::Local(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// The stream, which sends the success reply (`BND.ADDR` = the listener's address)
     /// before anything else, on the first read, write or flush.
     fn establish(self) -> Result<Socks5Stream, TransportError> {
