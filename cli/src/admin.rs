@@ -64,10 +64,15 @@ impl Readiness {
         self.lock().identity = Some(Some((slot, trust)));
     }
 
-    /// The listener configured at `configured` is bound.
+    /// A listener configured at `configured` is bound (one per call: several listeners may
+    /// share a configured address such as `127.0.0.1:0`).
     pub(crate) fn bound(&self, configured: SocketAddr) {
         let mut s = self.lock();
-        match s.listeners.iter_mut().find(|(a, _)| *a == configured) {
+        match s
+            .listeners
+            .iter_mut()
+            .find(|(a, bound)| *a == configured && !bound)
+        {
             Some(l) => l.1 = true,
             None => s.listeners.push((configured, true)),
         }
@@ -593,8 +598,14 @@ mod tests {
             TrustStore::new(fipstun_identity::bundle::BundleSet::new()),
         );
         assert_eq!(r.check(), Err("no SVID yet".into()), "an empty slot");
-        let r = Readiness::new(false, [addr]);
+        let r = Readiness::new(false, [addr, addr]);
         assert_eq!(r.check(), Err("listener 0.0.0.0:15001 not bound".into()));
+        r.bound(addr);
+        assert_eq!(
+            r.check(),
+            Err("listener 0.0.0.0:15001 not bound".into()),
+            "two listeners at one configured address: one is still unbound"
+        );
         r.bound(addr);
         assert_eq!(r.check(), Err("starting".into()));
         r.started();

@@ -52,6 +52,9 @@
 //!   connections opened/active/refused, streams opened/active/rejected, payload bytes in/out,
 //!   and handshake failures by [`HandshakeFailure`] reason (TCP, timeout, certificate, TLS,
 //!   ALPN, HTTP/2). All counters are relaxed atomics updated on the data path.
+//! - A [`HandshakeObserver`] set with [`ClientConfig::with_handshake_observer`] or
+//!   [`ServerConfig::with_handshake_observer`] is told how long each completed TLS handshake
+//!   took (for a latency histogram).
 //!
 //! # Example: a round trip on loopback
 //!

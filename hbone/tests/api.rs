@@ -1,7 +1,7 @@
 //! What a proxy author touches, tested through the public API only: typed handshake causes
 //! through the `Transport` trait, the negotiated suite per stream, identities from the files
 //! `fipstun ca issue` writes, a closure handler without annotations, and a backend picked at
-//! run time.
+//! run time, and the handshake observer on both sides.
 
 mod common;
 
@@ -154,5 +154,49 @@ async fn a_closure_handler_needs_no_annotation() {
         err.rejection(),
         Some(fipstun_hbone::Rejection::Forbidden),
         "{err}"
+    );
+}
+
+/// Keeps every handshake time it is told.
+#[derive(Default)]
+struct Timer(std::sync::Mutex<Vec<std::time::Duration>>);
+
+impl fipstun_hbone::HandshakeObserver for Timer {
+    fn tls_handshake_done(&self, took: std::time::Duration) {
+        self.0.lock().unwrap().push(took);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_observers_hear_each_completed_tls_handshake_on_both_sides() {
+    let pki = Pki::new();
+    let (server_times, client_times) = (Arc::new(Timer::default()), Arc::new(Timer::default()));
+    let server = start_server(
+        &pki,
+        ServerConfig::default().with_handshake_observer(server_times.clone()),
+        AllowAll,
+    )
+    .await;
+    let (upstream, _) = echo_upstream().await;
+    let client = pki.client(ClientConfig::default().with_handshake_observer(client_times.clone()));
+    let route = HboneRoute::new(server.addr, server_id());
+    for _ in 0..3 {
+        // Pooled: one connection, one handshake each side.
+        let mut s = client.connect(upstream, &route).await.unwrap();
+        echo_once(&mut s, b"timed").await;
+    }
+    eventually("the server saw its handshake", || {
+        server_times.0.lock().unwrap().len() == 1
+    })
+    .await;
+    let times = client_times.0.lock().unwrap().clone();
+    assert_eq!(times.len(), 1, "{times:?}");
+    assert!(times[0] < std::time::Duration::from_secs(10));
+    assert!(
+        format!(
+            "{:?}",
+            ClientConfig::default().with_handshake_observer(client_times.clone())
+        )
+        .contains("HandshakeObserver")
     );
 }
