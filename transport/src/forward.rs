@@ -9,6 +9,9 @@
 //! refuses it with a [`Refusal`] the backend maps to its own signal (HBONE: 403 or 503;
 //! WireGuard and TCP: a reset). Bytes are then copied both ways with half-close kept, until
 //! both sides are done or the stream has been idle for [`ForwarderConfig::idle_timeout`].
+//!
+//! A target given as a DNS name is resolved first (unless [`ForwarderConfig::resolve_names`]
+//! is off), so that the policy judges, and the dialer dials, an address.
 
 use std::collections::HashMap;
 use std::future::Future;
