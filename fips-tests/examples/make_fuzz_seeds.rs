@@ -173,6 +173,33 @@ fn main() {
     );
     write("hbone_connect", "v6", b"[fd00::1]:443");
     write("hbone_connect", "hostname", b"db.example.org:5432");
+    write(
+        "hbone_connect",
+        "hostname-upper",
+        b"Svc.NS.svc.cluster.local.:8080",
+    );
+
+    // SOCKS5: a greeting, then a request (RFC 1928 §3, §4).
+    write(
+        "socks5_request",
+        "connect-v4",
+        b"\x05\x01\x00\x05\x01\x00\x01\x0a\x00\x00\x01\x00\x50",
+    );
+    write(
+        "socks5_request",
+        "connect-v6",
+        b"\x05\x02\x02\x00\x05\x01\x00\x04\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01\x1f\x90",
+    );
+    write(
+        "socks5_request",
+        "connect-domain",
+        b"\x05\x01\x00\x05\x01\x00\x03\x18svc.ns.svc.cluster.local\x1f\x90",
+    );
+    write(
+        "socks5_request",
+        "bind",
+        b"\x05\x01\x00\x05\x02\x00\x01\x7f\x00\x00\x01\x00\x50",
+    );
 
     // A WireGuard initiation and a data packet, from the keys the fuzz target's engine uses.
     for (name, datagram) in wireguard_seeds() {

@@ -1,9 +1,11 @@
 #![no_main]
 //! HBONE CONNECT parsing: an arbitrary authority and `baggage` / `traceparent` / `Forwarded`
 //! values (split from the input at 0xff bytes), as an HTTP/2 request our server would see, and
-//! each header parser on its own. Never panics; what parses builds back into an equal request.
+//! each header parser on its own, and `Target::parse` (IP or DNS name) on the authority. Never
+//! panics; what parses builds back into an equal request.
 use fipstun_hbone::ConnectRequest;
 use fipstun_hbone::wire::{Authority, Forwarded, HostnamePolicy, TraceParent};
+use fipstun_transport::Target;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +16,15 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(s) = std::str::from_utf8(authority) {
         for p in &policies {
-            let _ = Authority::parse(s, p);
+            // What the wire admits is a target, and converts back to the same authority.
+            if let Ok(a) = Authority::parse(s, p) {
+                let t = Target::try_from(&a).expect("an admitted authority is a target");
+                assert_eq!(Authority::from(&t), a);
+            }
+        }
+        // Targets (IP or name) round-trip through their authority form.
+        if let Ok(t) = Target::parse(s) {
+            assert_eq!(Target::parse(&t.to_string()), Ok(t));
         }
     }
     for h in &headers {

@@ -12,6 +12,9 @@
 //!
 //! When a stream ends, or is refused, the forwarder hands one [`StreamRecord`] to the
 //! [`StreamObserver`] set with [`ForwarderConfig::with_observer`] (access logs, histograms).
+//!
+//! A target given as a DNS name is resolved first (unless [`ForwarderConfig::resolve_names`]
+//! is off), so that the policy judges, and the dialer dials, an address.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -32,6 +32,12 @@
 //! dial -> copy, with dial and idle timeouts, limits per listener and per peer, and accept
 //! errors that never end the loop. The shared conformance suite in [`conformance`] is written
 //! once against these traits; every backend's tests run it with the forwarder on the far side.
+//!
+//! A [`Target`] is an IP address or a DNS name with a port; the policy judges addresses, so the
+//! forwarder resolves a name before it authorizes it ([`ForwarderConfig::resolve_names`]).
+//! Besides a fixed-target [`TcpAcceptor`], a node proxy's local entries are [`socks5`] (the
+//! SOCKS5 `CONNECT` port) and, on Linux, `redirect` (iptables-captured connections, each to
+//! its original destination).
 #![forbid(unsafe_code)]
 
 use std::fmt;

@@ -733,7 +733,7 @@ async fn handshake(
     if config.resolve_names && target.socket_addr().is_none() {
         match target.resolve().await {
             Ok(addrs) if !addrs.is_empty() => target = Target::new(addrs[0]),
-            Ok(_) | Err(_) => {
+            _ => {
                 counters.unresolved.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%client, %target, "socks5: cannot resolve the target");
                 let _ = stream
