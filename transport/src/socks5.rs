@@ -655,11 +655,14 @@ async fn accept_loop(
 /// needs more buffered to finish either.
 const MAX_MESSAGE: usize = 262;
 
-/// Read until `parse` gives a message or an error; `None` when the client went away.
+/// [`parse_greeting`] or [`parse_request`].
+type Parser<T> = fn(&[u8]) -> Result<Option<(T, usize)>, Socks5Error>;
+
+/// Read until `parse` gives a message or an error; an I/O error when the client went away.
 async fn read_message<T>(
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-    parse: fn(&[u8]) -> Result<Option<(T, usize)>, Socks5Error>,
+    parse: Parser<T>,
 ) -> io::Result<Result<T, Socks5Error>> {
     loop {
         match parse(buf) {

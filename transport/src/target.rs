@@ -364,7 +364,8 @@ mod tests {
     #[test]
     fn every_rejection() {
         use TargetError as E;
-        let cases: &[(&str, fn(&TargetError) -> bool)] = &[
+        type Check = fn(&TargetError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, E::Empty)),
             ("example.com", |e| matches!(e, E::MissingPort(_))),
             ("example.com:", |e| matches!(e, E::MissingPort(_))),
