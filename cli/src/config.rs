@@ -4,9 +4,7 @@
 
 use std::fmt;
 use std::fs;
-#[cfg(feature = "wireguard")]
-use std::net::IpAddr;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -245,7 +245,7 @@ impl HboneClient {
         target: impl Into<Target>,
         via: &HboneRoute,
     ) -> Result<HboneStream, Error> {
-        self.connect_with(ConnectRequest::new(&target.into()), via)
+        self.connect_with(ConnectRequest::new(target.into()), via)
             .await
     }
 
