@@ -234,8 +234,8 @@ impl HboneClient {
         target: impl Into<Target>,
         via: &HboneRoute,
     ) -> Result<HboneStream, Error> {
-        self.connect_with(ConnectRequest::new(&target.into()), via)
-            .await
+        let target: Target = target.into();
+        self.connect_with(ConnectRequest::new(target), via).await
     }
 
     /// [`HboneClient::connect`] with a full request (optional `baggage`, `traceparent`,

@@ -207,26 +207,24 @@ impl TunnelListener for HboneListener {
     type Stream = HboneStream;
 
     async fn accept(&self) -> Result<Inbound<HboneStream>, TransportError> {
-        loop {
-            let pending = self
-                .incoming
-                .lock()
-                .await
-                .accept()
-                .await
-                .ok_or(TransportError::Closed)?;
-            // The server resolved a host name its HostnamePolicy admitted: an address.
-            let target = fipstun_transport::PendingInbound::target(&pending).clone();
-            let peer = PeerIdentity::Spiffe(pending.peer_id().clone());
-            let stream = pending
-                .accept()
-                .map_err(|e| TransportError::tunnel(None, e))?;
-            return Ok(Inbound {
-                stream,
-                peer,
-                target,
-            });
-        }
+        let pending = self
+            .incoming
+            .lock()
+            .await
+            .accept()
+            .await
+            .ok_or(TransportError::Closed)?;
+        // The server resolved a host name its HostnamePolicy admitted: an address.
+        let target = fipstun_transport::PendingInbound::target(&pending).clone();
+        let peer = PeerIdentity::Spiffe(pending.peer_id().clone());
+        let stream = pending
+            .accept()
+            .map_err(|e| TransportError::tunnel(None, e))?;
+        Ok(Inbound {
+            stream,
+            peer,
+            target,
+        })
     }
 
     fn security(&self) -> SecurityInfo {
