@@ -181,7 +181,7 @@ async fn a_name_target_reaches_a_loopback_upstream_the_policy_allows() {
     .unwrap()
     .with_default_route(HboneRoute::new(addr, server_id()));
     let Err(err) = t.connect(&by_name).await else {
-        panic!("denied")
+        panic!("the policy names another port: denied")
     };
     assert!(
         matches!(err, fipstun_transport::TransportError::Refused { .. }),
