@@ -21,7 +21,9 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tracing::Instrument;
 
-use crate::metrics::{HandshakeFailure, Metrics, MetricsSnapshot};
+use crate::metrics::{
+    HandshakeFailure, HandshakeObserver, HandshakeObserverHandle, Metrics, MetricsSnapshot,
+};
 use crate::pool::{Checkout, IdleCheck, Lease, Pool, Pooled};
 use crate::stream::HboneStream;
 use crate::tap::{SeenTlsError, TlsErrorTap, rustls_error};
@@ -50,6 +52,8 @@ pub struct ClientConfig {
     pub idle_timeout: Duration,
     /// HTTP/2 windows and frame size.
     pub h2: H2Settings,
+    /// Told the time of each completed TLS handshake. Default none.
+    pub handshake_observer: Option<HandshakeObserverHandle>,
 }
 
 impl Default for ClientConfig {
@@ -63,6 +67,7 @@ impl Default for ClientConfig {
             keepalive_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(300),
             h2: H2Settings::default(),
+            handshake_observer: None,
         }
     }
 }
@@ -84,6 +89,12 @@ impl ClientConfig {
     pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keepalive_interval = interval;
         self.keepalive_timeout = timeout;
+        self
+    }
+
+    /// Set [`ClientConfig::handshake_observer`].
+    pub fn with_handshake_observer(mut self, observer: Arc<dyn HandshakeObserver>) -> Self {
+        self.handshake_observer = Some(HandshakeObserverHandle(observer));
         self
     }
 
@@ -234,8 +245,8 @@ impl HboneClient {
         target: impl Into<Target>,
         via: &HboneRoute,
     ) -> Result<HboneStream, Error> {
-        let target: Target = target.into();
-        self.connect_with(ConnectRequest::new(target), via).await
+        self.connect_with(ConnectRequest::new(target.into()), via)
+            .await
     }
 
     /// [`HboneClient::connect`] with a full request (optional `baggage`, `traceparent`,
@@ -429,6 +440,7 @@ impl HboneClient {
         // SNI is not used for SPIFFE: an IP server name makes rustls send none.
         let name = ServerName::IpAddress(peer.ip().into());
         let handshake = async {
+            let tls_started = Instant::now();
             let mut tls = TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await
@@ -436,6 +448,9 @@ impl HboneClient {
                     tls: rustls_error(&e).cloned().map(Box::new),
                     ..fail(classify_tls_error(&e), e.to_string())
                 })?;
+            if let Some(o) = &cfg.handshake_observer {
+                o.0.tls_handshake_done(tls_started.elapsed());
+            }
             tls.get_mut()
                 .1
                 .set_buffer_limit(Some(crate::TLS_SEND_BUFFER_BYTES));
