@@ -121,6 +121,11 @@ pub(crate) struct NodeArgs {
     /// `hbone.allow` (repeatable): SPIFFE IDs allowed to connect; default: own trust domain.
     #[arg(long = "allow", value_name = "SPIFFE_ID")]
     pub(crate) allow: Vec<String>,
+    /// `hbone.hostnames`: CONNECT targets by name: `reject` (default), `allow`, or DNS
+    /// suffixes separated by commas (`svc.cluster.local,example.internal`). The node resolves
+    /// a name, then its policy judges the address.
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) hostnames: Option<String>,
     /// `wireguard.listen`: the UDP address of the `[wireguard]` section in the file.
     #[arg(long, value_name = "ADDR")]
     pub(crate) wireguard_listen: Option<String>,
@@ -291,6 +296,17 @@ struct HboneFile {
     max_handshakes: Option<u32>,
     handshake_timeout: Option<String>,
     max_connection_age: Option<String>,
+    hostnames: Option<HostnamesFile>,
+}
+
+/// `[hbone] hostnames`: `"reject"` (the default: only `ip:port` targets, what ztunnel sends),
+/// `"allow"` (any DNS name, resolved by the node before its policy judges the address), or a
+/// list of DNS suffixes (`["svc.cluster.local"]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum HostnamesFile {
+    Word(String),
+    Suffixes(Vec<String>),
 }
 
 /// `[limits]`: the forwarder's bounds, for node and proxy alike.
@@ -1141,6 +1157,12 @@ impl NodeConfig {
         if !args.allow.is_empty() {
             file.hbone.get_or_insert_with(HboneFile::default).allow = args.allow.clone();
         }
+        if let Some(h) = &args.hostnames {
+            file.hbone.get_or_insert_with(HboneFile::default).hostnames = Some(match h.as_str() {
+                "reject" | "allow" => HostnamesFile::Word(h.clone()),
+                list => HostnamesFile::Suffixes(list.split(',').map(str::to_string).collect()),
+            });
+        }
         if let Some(l) = &args.wireguard_listen {
             let Some(w) = file.wireguard.as_mut() else {
                 return Err(ctx.err(
@@ -1230,6 +1252,35 @@ impl NodeConfig {
                 if let Some(t) = &h.handshake_timeout {
                     server =
                         server.with_handshake_timeout(ctx.duration("hbone.handshake_timeout", t)?);
+                }
+                if let Some(names) = &h.hostnames {
+                    use fipstun_hbone::wire::HostnamePolicy;
+                    let key = "hbone.hostnames";
+                    let policy = match names {
+                        HostnamesFile::Word(w) if w == "reject" => HostnamePolicy::Reject,
+                        HostnamesFile::Word(w) if w == "allow" => HostnamePolicy::Allow,
+                        HostnamesFile::Word(w) => {
+                            return Err(ctx.err(
+                                key,
+                                format!(
+                                    "`{w}`: expected \"reject\", \"allow\" or a list of DNS \
+                                     suffixes like [\"svc.cluster.local\"]"
+                                ),
+                            ));
+                        }
+                        HostnamesFile::Suffixes(list) => {
+                            let mut suffixes = Vec::with_capacity(list.len());
+                            for (i, sfx) in list.iter().enumerate() {
+                                let sfx = sfx.trim().trim_start_matches('.').to_ascii_lowercase();
+                                fipstun_transport::Target::name(&sfx, 1).map_err(|e| {
+                                    ctx.err(format!("{key}[{i}]"), format!("`{sfx}`: {e}"))
+                                })?;
+                                suffixes.push(sfx);
+                            }
+                            HostnamePolicy::AllowSuffixes(suffixes)
+                        }
+                    };
+                    server = server.with_hostnames(policy);
                 }
                 if let Some(t) = &h.max_connection_age {
                     server = server
@@ -1897,6 +1948,10 @@ mod tests {
         assert_eq!(cfg.limits.idle_timeout, Duration::from_secs(300));
         let e = node_err("[limits]\nidle_timeout = \"forever\"\n[hbone]\n");
         assert_eq!(e.key.as_deref(), Some("limits.idle_timeout"), "{e}");
+        let e = node_err("[identity]\ndir = \".\"\n[hbone]\nhostnames = \"sometimes\"\n");
+        assert_eq!(e.key.as_deref(), Some("hbone.hostnames"), "{e}");
+        let e = node_err("[hbone]\nhostnames = [\"-bad-.example\"]\n");
+        assert_eq!(e.key.as_deref(), Some("hbone.hostnames[0]"), "{e}");
         let e = node_err("[hbone]\nmax_connection_age = \"1 day\"\n");
         assert_eq!(e.key.as_deref(), Some("hbone.max_connection_age"), "{e}");
         let e = node_err("[hbone]\nhandshake_timeout = \"x\"\n");
