@@ -1057,7 +1057,7 @@ pub(super) fn svg(s: &Scorecard) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::*;
-    use super::CHAR_WIDTH_EM;
+    use super::{CHAR_WIDTH_EM, fanout_table};
 
     pub(crate) fn measurement(
         w: Workload,
