@@ -328,6 +328,8 @@ struct WireguardFile {
     listen: Option<String>,
     private_key: Option<PathBuf>,
     address: Option<String>,
+    /// For testing only: session age after which this end re-keys (WireGuard's 120 s).
+    rekey_after_time: Option<String>,
     #[serde(default)]
     peer: Vec<PeerFile>,
 }
@@ -551,6 +553,9 @@ pub(crate) struct WgSettings {
     pub(crate) address: IpAddr,
     /// The peers.
     pub(crate) peers: Vec<WgPeer>,
+    /// `rekey_after_time`: session age after which this end re-keys; WireGuard's
+    /// REKEY_AFTER_TIME (120 s, whitepaper section 6.1) unless set, for testing, to less.
+    pub(crate) rekey_after_time: Duration,
 }
 
 /// Where a node or proxy gets its SVID.
@@ -1047,6 +1052,11 @@ fn load_wireguard(ctx: &Ctx, _: &WireguardFile) -> Result<WgSettings, ConfigErro
     Err(ctx.err("wireguard", NO_WIREGUARD))
 }
 
+/// WireGuard's REKEY_AFTER_TIME (whitepaper section 6.1): the default session age at which
+/// the initiator re-keys.
+#[cfg(feature = "wireguard")]
+pub(crate) const WG_REKEY_AFTER_TIME: Duration = Duration::from_secs(120);
+
 #[cfg(feature = "wireguard")]
 fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigError> {
     let listen = ctx.addr(
@@ -1123,12 +1133,38 @@ fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigErro
             "no [[wireguard.peer]]: a WireGuard node without peers carries nothing",
         ));
     }
+    let rekey_after_time = match &w.rekey_after_time {
+        None => WG_REKEY_AFTER_TIME,
+        Some(t) => {
+            let d = crate::duration::parse_duration(t)
+                .map_err(|e| ctx.err("wireguard.rekey_after_time", e))?;
+            if d.is_zero() || d > WG_REKEY_AFTER_TIME {
+                return Err(ctx.err(
+                    "wireguard.rekey_after_time",
+                    format!("`{t}`: must be above 0 and at most 120s (WireGuard's own value)"),
+                ));
+            }
+            d
+        }
+    };
     Ok(WgSettings {
         listen,
         private_key,
         address,
         peers,
+        rekey_after_time,
     })
+}
+
+/// `rekey_after_time` is a testing knob: say so at start when it is not WireGuard's 120 s.
+#[cfg(feature = "wireguard")]
+pub(crate) fn warn_if_rekey_shortened(w: &WgSettings) {
+    if w.rekey_after_time != WG_REKEY_AFTER_TIME {
+        tracing::warn!(
+            rekey_after_time = ?w.rekey_after_time,
+            "wireguard.rekey_after_time is not WireGuard's 120 s: for testing re-keys only"
+        );
+    }
 }
 
 #[cfg(feature = "wireguard")]
@@ -1956,6 +1992,41 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("hbone.max_connection_age"), "{e}");
         let e = node_err("[hbone]\nhandshake_timeout = \"x\"\n");
         assert_eq!(e.key.as_deref(), Some("hbone.handshake_timeout"), "{e}");
+    }
+
+    #[cfg(feature = "wireguard")]
+    #[test]
+    fn wireguard_rekey_after_time_defaults_to_120s_and_may_only_shorten() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("wg.key");
+        std::fs::write(&key, WgPrivateKey::generate().to_base64()).unwrap();
+        let peer = WgPrivateKey::generate().public_key();
+        let load = |rekey: &str| {
+            let p = dir.path().join("node.toml");
+            std::fs::write(
+                &p,
+                format!(
+                    "fips = \"off\"\n[wireguard]\nprivate_key = \"wg.key\"\naddress = \"10.99.0.1\"\n\
+                     {rekey}\n[[wireguard.peer]]\npublic_key = \"{peer}\"\nallowed_ips = [\"10.99.0.2/32\"]\n"
+                ),
+            )
+            .unwrap();
+            NodeConfig::load(&NodeArgs {
+                config: Some(p),
+                ..NodeArgs::default()
+            })
+        };
+        let wg =
+            |r: Result<NodeConfig, ConfigError>| r.unwrap().wireguard.unwrap().rekey_after_time;
+        assert_eq!(wg(load("")), WG_REKEY_AFTER_TIME);
+        assert_eq!(
+            wg(load("rekey_after_time = \"3s\"")),
+            Duration::from_secs(3)
+        );
+        for bad in ["\"0s\"", "\"5m\"", "\"soon\""] {
+            let e = load(&format!("rekey_after_time = {bad}")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("wireguard.rekey_after_time"), "{e}");
+        }
     }
 
     /// Built without the `wireguard` feature, every way of asking for WireGuard is refused

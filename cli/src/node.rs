@@ -155,6 +155,8 @@ pub(crate) async fn run(
             let mut wg =
                 WgConfig::new(w.private_key.clone(), w.listen, w.address).accepting_inbound();
             wg.peers = w.peers.clone();
+            wg.rekey_after_time = w.rekey_after_time;
+            crate::config::warn_if_rekey_shortened(w);
             let node = WgNode::bind(wg)
                 .await
                 .map_err(|e| format!("wireguard: cannot start on {}: {e}", w.listen))?;

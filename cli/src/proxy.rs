@@ -101,6 +101,8 @@ pub(crate) async fn run(
             let mut c = WgConfig::new(w.private_key.clone(), w.listen, w.address);
             c.peers = w.peers.clone();
             c.fips = cfg.fips.requirement();
+            c.rekey_after_time = w.rekey_after_time;
+            crate::config::warn_if_rekey_shortened(w);
             let node = WgNode::bind(c)
                 .await
                 .map_err(|e| format!("wireguard: cannot start on {}: {e}", w.listen))?;

@@ -89,6 +89,14 @@ pub(crate) struct ScorecardArgs {
     /// No progress bar (plain lines on stderr instead).
     #[arg(long)]
     no_progress: bool,
+    /// HBONE fan-out: one proxy spreads the request/response load over this many nodes,
+    /// each its own `fipstun node` with its own SVID (one run, after the rounds).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=256))]
+    fanout: u32,
+    /// Fan-out at K = 1, 4, 16 and 64 (one run each, instead of `--fanout`'s one K), to show
+    /// how the cost grows with the number of peers.
+    #[arg(long)]
+    scale: bool,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -114,7 +122,7 @@ const LOG_TAIL_LINES: usize = 20;
 
 /// A child `fipstun` process, killed when dropped.
 struct Daemon {
-    name: &'static str,
+    name: String,
     child: Child,
     /// `key=value` fields of its ready line.
     ready: Vec<(String, String)>,
@@ -124,7 +132,7 @@ impl Daemon {
     /// Start `fipstun <mode> --config <config>` and wait for its ready line; its stderr goes to
     /// `log`. An error names the process, its command line, its config file and the end of its
     /// log, so the cause is on the screen rather than in a file.
-    fn start(name: &'static str, mode: &str, config: &Path, log: &Path) -> Result<Self, String> {
+    fn start(name: &str, mode: &str, config: &Path, log: &Path) -> Result<Self, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
         let level = std::env::var("FIPSTUN_SCORECARD_LOG").unwrap_or("warn".into());
@@ -157,7 +165,7 @@ impl Daemon {
             }
         });
         let mut d = Daemon {
-            name,
+            name: name.to_string(),
             child,
             ready: Vec::new(),
         };
@@ -263,6 +271,65 @@ struct Path2 {
     cipher: String,
     fips: bool,
     path: String,
+}
+
+/// The fan-out path: one proxy listener per node, all to the echo sink.
+struct FanoutRig {
+    listeners: Vec<SocketAddr>,
+    processes: Vec<Process>,
+    proxy: Pid,
+    _daemons: Vec<Daemon>,
+}
+
+/// The peer counts `--scale` runs.
+const SCALE_PEERS: [usize; 4] = [1, 4, 16, 64];
+
+/// How often the WireGuard churn pair re-keys (`rekey_after_time` on both ends): every second,
+/// as HBONE's SVID changes, so that even the default run's 1.5 s measured windows each see a
+/// re-key (at 2 s, the re-key a run's first packet triggers falls in its warm-up and the next
+/// after its end).
+const WG_REKEY_EVERY: &str = "1s";
+
+/// One fan-out point: K nodes and a fresh proxy, the cold start (one stream to each node,
+/// all at once) with the proxy's memory before and after, then the request/response load
+/// spread round-robin over the K listeners.
+async fn fanout_point(
+    setup: &Setup<'_>,
+    k: usize,
+    w: Workload,
+    window: Window,
+) -> Result<(scorecard::FanoutPoint, Measurement), String> {
+    let rig = setup.fanout(k)?;
+    let rss = |what: &str| {
+        scorecard::procfs::rss(rig.proxy).map_err(|e| format!("fan-out proxy {what}: {e}"))
+    };
+    let before = rss("RSS before the cold start")?;
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for &a in &rig.listeners {
+        set.spawn(async move {
+            round_trip(a, Duration::from_secs(10))
+                .await
+                .map_err(|e| format!("fan-out cold start through {a}: {e}"))
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| format!("fan-out cold start: {e}"))??;
+    }
+    let setup_s = t0.elapsed().as_secs_f64();
+    let after = rss("RSS after the cold start")?;
+    let progress = Arc::new(AtomicU64::new(0));
+    let m = scorecard::load::run_spread(w, &rig.listeners, window, &rig.processes, progress)
+        .await
+        .map_err(|e| format!("hbone fan-out K={k} {}: {e}", w.label()))?;
+    let point = scorecard::FanoutPoint {
+        peers: k,
+        setup_s,
+        proxy_rss_before_bytes: before,
+        proxy_rss_after_bytes: after,
+        result: WorkloadResult::from_runs(vec![m.clone()]).ok_or("fan-out: no measurement")?,
+    };
+    Ok((point, m))
 }
 
 /// A private key, mode 0600, replacing one a previous run left.
@@ -562,6 +629,103 @@ impl Setup<'_> {
         )
     }
 
+    /// K HBONE nodes, each its own `fipstun node` with its own SVID (`spiffe://<td>/node-<i>`,
+    /// issued on first use), and one fresh proxy with a listener per node (each a fixed
+    /// target, the echo sink, via HBONE to its node), so the proxy pools K connections once
+    /// traffic flows; nothing is sent here.
+    fn fanout(&self, k: usize) -> Result<FanoutRig, String> {
+        let pki = self.out.join("pki");
+        let utf8 = |p: PathBuf| {
+            p.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| "output path is not UTF-8".to_string())
+        };
+        let ca = utf8(pki.join("ca"))?;
+        let dir = self.out.join(format!("fanout-{k}"));
+        fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let logs = self.out.join("logs");
+        let mut nodes = Vec::with_capacity(k);
+        for i in 0..k {
+            let who = format!("node-{i}");
+            let svid = pki.join(&who);
+            if !svid.exists() {
+                fipstun(&[
+                    "ca".into(),
+                    "issue".into(),
+                    "--ca".into(),
+                    ca.clone(),
+                    "--id".into(),
+                    format!("spiffe://{TRUST_DOMAIN}/{who}"),
+                    "--out".into(),
+                    utf8(svid.clone())?,
+                    "--ttl".into(),
+                    "1d".into(),
+                ])?;
+            }
+            let config = dir.join(format!("{who}.toml"));
+            write(
+                &config,
+                &format!(
+                    "allow_targets = [\"127.0.0.1/32\"]\n\n[identity]\ndir = {}\n\n[hbone]\nlisten = \"127.0.0.1:0\"\nallow = [\"spiffe://{TRUST_DOMAIN}/proxy\"]\n",
+                    q(&svid.display().to_string())
+                ),
+            )?;
+            nodes.push(Daemon::start(
+                &who,
+                "node",
+                &config,
+                &logs.join(format!("fanout-{k}-{who}.log")),
+            )?);
+        }
+        let mut proxy = format!(
+            "fips = \"required\"\n\n[identity]\ndir = {}\n",
+            q(&pki.join("proxy").display().to_string())
+        );
+        for (i, node) in nodes.iter().enumerate() {
+            proxy.push_str(&format!(
+                "\n[[listener]]\nlisten = \"127.0.0.1:0\"\ntarget = \"{}\"\nvia = \"hbone\"\nnode = \"{}\"\nnode_id = \"spiffe://{TRUST_DOMAIN}/node-{i}\"\n",
+                self.sinks.echo,
+                node_addr(node, "hbone")?
+            ));
+        }
+        let config = dir.join("proxy.toml");
+        write(&config, &proxy)?;
+        let proxy = Daemon::start(
+            "proxy",
+            "proxy",
+            &config,
+            &logs.join(format!("fanout-{k}-proxy.log")),
+        )?;
+        let listeners = proxy.addrs("listener")?;
+        if listeners.len() != k {
+            return Err(format!(
+                "the fan-out proxy reported {} listeners, expected {k}",
+                listeners.len()
+            ));
+        }
+        let mut processes = vec![
+            app_process(),
+            Process {
+                name: "proxy".into(),
+                pid: proxy.pid(),
+                role: Role::Tunnel,
+            },
+        ];
+        processes.extend(nodes.iter().map(|n| Process {
+            name: n.name.clone(),
+            pid: n.pid(),
+            role: Role::Tunnel,
+        }));
+        let proxy_pid = proxy.pid();
+        nodes.push(proxy);
+        Ok(FanoutRig {
+            listeners,
+            processes,
+            proxy: proxy_pid,
+            _daemons: nodes,
+        })
+    }
+
     /// One HBONE stream to the node with the proxy's identity and the proxy's (default)
     /// policy, to the echo sink: the suite, group and protocol that handshake negotiated, as
     /// the report shows them. The proxy's own connections make the same choice (same
@@ -592,7 +756,7 @@ impl Setup<'_> {
     }
 
     #[cfg(not(feature = "wireguard"))]
-    fn wireguard(&self) -> Result<Path2, String> {
+    fn wireguard(&self, _name: &str, _rekey: Option<&str>) -> Result<Path2, String> {
         Err(
             "the wireguard backend: this fipstun binary was built without the `wireguard` \
              feature (--no-default-features); rebuild with `--features wireguard`"
@@ -600,27 +764,37 @@ impl Setup<'_> {
         )
     }
 
+    /// A WireGuard proxy and node in folder `name`; with `rekey` (a duration), both ends
+    /// re-key that often (`rekey_after_time`) and serve `/metrics`, whose handshake counters
+    /// tell how many re-keys happened.
     #[cfg(feature = "wireguard")]
-    fn wireguard(&self) -> Result<Path2, String> {
-        let dir = self.out.join("wireguard");
+    fn wireguard(&self, name: &str, rekey: Option<&str>) -> Result<Path2, String> {
+        let dir = self.out.join(name);
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let (node_key, proxy_key) = (WgPrivateKey::generate(), WgPrivateKey::generate());
         write_secret(&dir.join("node.key"), &node_key.to_base64())?;
         write_secret(&dir.join("proxy.key"), &proxy_key.to_base64())?;
+        let (metrics, rekey) = match rekey {
+            Some(t) => (
+                "metrics = \"127.0.0.1:0\"\n".to_string(),
+                format!("rekey_after_time = \"{t}\"\n"),
+            ),
+            None => (String::new(), String::new()),
+        };
         let node = format!(
-            "fips = \"off\"\nallow_targets = [\"127.0.0.1/32\"]\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.1\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nallowed_ips = [\"10.99.0.2/32\"]\n",
+            "{metrics}fips = \"off\"\nallow_targets = [\"127.0.0.1/32\"]\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.1\"\n{rekey}\n[[wireguard.peer]]\npublic_key = \"{}\"\nallowed_ips = [\"10.99.0.2/32\"]\n",
             q(&dir.join("node.key").display().to_string()),
             proxy_key.public_key()
         );
         let proxy = format!(
-            "fips = \"off\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\npersistent_keepalive = 25\n{}",
+            "{metrics}fips = \"off\"\n\n[wireguard]\nlisten = \"127.0.0.1:0\"\nprivate_key = {}\naddress = \"10.99.0.2\"\n{rekey}\n[[wireguard.peer]]\npublic_key = \"{}\"\nendpoint = \"@NODE@\"\nallowed_ips = [\"0.0.0.0/0\"]\npersistent_keepalive = 25\n{}",
             q(&dir.join("proxy.key").display().to_string()),
             node_key.public_key(),
             self.listeners("wireguard", "")
         );
         let s = fipstun_wireguard::security_info();
         self.tunnel(
-            "wireguard",
+            name,
             ("node", "node", node),
             proxy,
             s,
@@ -669,26 +843,68 @@ fn node_addr(node: &Daemon, name: &str) -> Result<SocketAddr, String> {
 /// One round trip through the path, retried for a few seconds: the tunnel works before any
 /// measurement starts (and the WireGuard handshake is done).
 async fn check_path(p: &Path2) -> Result<(), String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = String::new();
     while Instant::now() < deadline {
-        let r = async {
-            let mut s = tokio::net::TcpStream::connect(p.echo).await?;
-            s.write_all(b"ping").await?;
-            let mut b = [0u8; 4];
-            s.read_exact(&mut b).await?;
-            Ok::<_, std::io::Error>(b == *b"ping")
-        };
-        match tokio::time::timeout(Duration::from_secs(3), r).await {
-            Ok(Ok(true)) => return Ok(()),
-            Ok(Ok(false)) => last = "echo answered different bytes".into(),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = "timed out".into(),
+        match round_trip(p.echo, Duration::from_secs(3)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(format!("no round trip through {} in 10 s: {last}", p.path))
+}
+
+/// Connect to `echo` (a proxy listener in front of the echo sink) and do one 4-byte round
+/// trip, within `timeout`.
+async fn round_trip(echo: SocketAddr, timeout: Duration) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = async {
+        let mut s = tokio::net::TcpStream::connect(echo).await?;
+        s.write_all(b"ping").await?;
+        let mut b = [0u8; 4];
+        s.read_exact(&mut b).await?;
+        Ok::<_, std::io::Error>(b == *b"ping")
+    };
+    match tokio::time::timeout(timeout, r).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err("echo answered different bytes".into()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// WireGuard handshakes initiated so far, summed over every process of `path` that serves
+/// `/metrics` (the counter `fipstun_wireguard_handshakes_initiated_total`).
+async fn wg_handshakes(path: &Path2) -> Result<u64, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SERIES: &str = "fipstun_wireguard_handshakes_initiated_total";
+    let mut total = 0;
+    for d in &path._daemons {
+        for addr in d.addrs("metrics")? {
+            let body = async {
+                let mut s = tokio::net::TcpStream::connect(addr).await?;
+                s.write_all(
+                    b"GET /metrics HTTP/1.1\r\nHost: scorecard\r\nConnection: close\r\n\r\n",
+                )
+                .await?;
+                let mut text = String::new();
+                s.read_to_string(&mut text).await?;
+                Ok::<_, std::io::Error>(text)
+            };
+            let text = tokio::time::timeout(Duration::from_secs(3), body)
+                .await
+                .map_err(|_| format!("{} /metrics at {addr}: timed out", d.name))?
+                .map_err(|e| format!("{} /metrics at {addr}: {e}", d.name))?;
+            let n = text
+                .lines()
+                .find_map(|l| l.strip_prefix(SERIES)?.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .ok_or_else(|| format!("{} /metrics at {addr}: no {SERIES}", d.name))?;
+            total += n as u64;
+        }
+    }
+    Ok(total)
 }
 
 fn summary(rep: &str, backend: &str, m: &Measurement) -> String {
@@ -745,10 +961,11 @@ fn diff(old: &Path, new: &Path) -> Result<String, String> {
     Ok(scorecard::diff::render(&o, &n))
 }
 
-/// How the budget is spent: the at-rest window, and each run's warm-up and measured time.
-fn plan(duration: Duration, reps: u32, cells: usize) -> (Duration, Window) {
+/// How the budget is spent: the at-rest window, and each run's warm-up and measured time
+/// over `cells` runs per rep and `once` runs outside the rounds (fan-out).
+fn plan(duration: Duration, reps: u32, cells: usize, once: usize) -> (Duration, Window) {
     let idle = (duration / 8).min(Duration::from_secs(15));
-    let runs = (cells as u32 * reps).max(1);
+    let runs = (cells as u32 * reps + once as u32).max(1);
     let slot = (duration - idle) / runs;
     let warmup = (slot / 5).min(Duration::from_secs(1));
     (
@@ -784,9 +1001,18 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let workloads = scorecard::standard_workloads();
     let reps = args.reps.max(1);
     let cells = args.backends.len() * workloads.len();
-    // HBONE runs the request/response load once more per rep while its node's SVID churns.
-    let churn_cells = usize::from(args.backends.contains(&Backend::Hbone));
-    let (idle_window, window) = plan(args.duration, reps, cells + churn_cells);
+    // HBONE runs the request/response load once more per rep while its node's SVID churns,
+    // WireGuard while a second pair re-keys every few seconds.
+    let hbone = args.backends.contains(&Backend::Hbone);
+    let wg_churn = args.backends.contains(&Backend::Wireguard);
+    let churn_cells = usize::from(hbone) + usize::from(wg_churn);
+    // Fan-out: one run per peer count, after the rounds (HBONE only).
+    let fanout_peers: Vec<usize> = match (hbone, args.scale) {
+        (false, _) => Vec::new(),
+        (true, true) => SCALE_PEERS.to_vec(),
+        (true, false) => vec![args.fanout as usize],
+    };
+    let (idle_window, window) = plan(args.duration, reps, cells + churn_cells, fanout_peers.len());
     let tunnels = args.backends.iter().any(|b| *b != Backend::Plain);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -797,7 +1023,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let module = format!("{} ({})", status.module.name, status.module.certificate);
     let machine = scorecard::machine(started, env!("CARGO_PKG_VERSION").into(), module);
 
-    let steps = (cells + churn_cells) as u64 * u64::from(reps) + u64::from(tunnels);
+    let steps = (cells + churn_cells) as u64 * u64::from(reps)
+        + u64::from(tunnels)
+        + fanout_peers.len() as u64;
     let bar = if args.no_progress {
         ProgressBar::hidden()
     } else {
@@ -817,7 +1045,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     };
     say(format!(
         "scorecard: {reps} interleaved rounds of {} backend x workload runs, {:.2} s each \
-         ({:.2} s warm-up){}; output folder {}",
+         ({:.2} s warm-up){}{}; output folder {}",
         cells + churn_cells,
         (window.warmup + window.measure).as_secs_f64(),
         window.warmup.as_secs_f64(),
@@ -826,9 +1054,17 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         } else {
             String::new()
         },
+        if fanout_peers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", then HBONE fan-out over K = {:?} nodes (one run each)",
+                fanout_peers
+            )
+        },
         out.display()
     ));
-    let backends = rt.block_on(async {
+    let (backends, fanout) = rt.block_on(async {
         let sinks = Sinks::start()
             .await
             .map_err(|e| format!("cannot start the sinks: {e}"))?;
@@ -847,7 +1083,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             let path = match b {
                 Backend::Plain => setup.plain(),
                 Backend::Hbone => setup.hbone()?,
-                Backend::Wireguard => setup.wireguard()?,
+                Backend::Wireguard => setup.wireguard("wireguard", None)?,
                 Backend::Relay => setup.relay()?,
             };
             check_path(&path).await?;
@@ -859,6 +1095,17 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             };
             paths.push((b, path, cipher));
         }
+        // A second WireGuard pair whose ends re-key every WG_REKEY_EVERY.
+        let wg_churn_path = if wg_churn {
+            bar.set_message("wireguard+churn: starting");
+            let p = setup.wireguard("wireguard-churn", Some(WG_REKEY_EVERY))?;
+            check_path(&p).await?;
+            Some(p)
+        } else {
+            None
+        };
+        let (mut wg_churn_runs, mut wg_rekeys, mut wg_rekey_failures) =
+            (Vec::new(), Vec::new(), 0);
         // runs[backend][workload]: one measurement per rep.
         let mut runs: Vec<Vec<Vec<Measurement>>> =
             vec![vec![Vec::new(); workloads.len()]; paths.len()];
@@ -906,6 +1153,33 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                 churn_changes.push(ok);
                 churn_failures += failed;
             }
+            if let (Some(path), Some(w)) = (
+                &wg_churn_path,
+                workloads
+                    .iter()
+                    .find(|w| matches!(w, Workload::RequestResponse { .. })),
+            ) {
+                // Re-keys over the whole run, warm-up included (as HBONE's re-issues): the
+                // run's first packet re-keys a session idle since the last round, and at 1 s
+                // the next one falls in the measured window.
+                let before = wg_handshakes(path).await;
+                let m = measure_one(&bar, Backend::Wireguard, path, *w, window).await?;
+                match (before, wg_handshakes(path).await) {
+                    (Ok(b), Ok(a)) => wg_rekeys.push(a.saturating_sub(b)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!("wireguard churn: cannot count re-keys: {e}");
+                        wg_rekeys.push(0);
+                        wg_rekey_failures += 1;
+                    }
+                }
+                say(summary(
+                    &format!("[{rep}/{reps}]"),
+                    "wireguard+churn",
+                    &m,
+                ));
+                bar.inc(1);
+                wg_churn_runs.push(m);
+            }
         }
         let idle = if tunnels {
             bar.set_message(format!("at rest for {:.1} s", idle_window.as_secs_f64()));
@@ -931,6 +1205,29 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         } else {
             Vec::new()
         };
+        drop(wg_churn_path);
+        // Fan-out last: its K nodes start after the at-rest window, so they do not weigh on it.
+        let mut fanout_points = Vec::new();
+        let mut w_label = String::new();
+        if let Some(w) = workloads
+            .iter()
+            .find(|w| matches!(w, Workload::RequestResponse { .. }))
+        {
+            w_label = w.label();
+            for &k in &fanout_peers {
+                bar.set_message(format!("hbone fan-out: starting {k} nodes"));
+                let (point, m) = fanout_point(&setup, k, *w, window).await?;
+                say(summary("fan-out", &format!("hbone K={k}"), &m));
+                say(format!(
+                    "fan-out   hbone K={k}: cold start {:.0} ms ({:.0} new connections/s), proxy +{:.0} KiB per peer",
+                    point.setup_s * 1000.0,
+                    point.setups_per_sec(),
+                    point.proxy_rss_per_peer_bytes() / 1024.0
+                ));
+                bar.inc(1);
+                fanout_points.push(point);
+            }
+        }
         let mut results = Vec::new();
         for (bi, ((b, path, cipher), cells)) in paths.iter().zip(runs).enumerate() {
             let idle = idle.get(bi).filter(|_| *b != Backend::Plain).cloned();
@@ -953,10 +1250,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                     .filter_map(WorkloadResult::from_runs)
                     .collect(),
                 idle,
-                churn: (*b == Backend::Hbone)
-                    .then(|| WorkloadResult::from_runs(std::mem::take(&mut churn_runs)))
-                    .flatten()
-                    .map(|result| Churn {
+                churn: match b {
+                    Backend::Hbone => WorkloadResult::from_runs(std::mem::take(&mut churn_runs))
+                        .map(|result| Churn {
                         what: format!(
                             "node SVID re-issued every {} s, reloaded at the node's 2 s poll; \
                              node policy reloaded (SIGHUP) every {} s",
@@ -967,9 +1263,32 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                         change_failures: churn_failures,
                         result,
                     }),
+                    Backend::Wireguard => {
+                        WorkloadResult::from_runs(std::mem::take(&mut wg_churn_runs)).map(
+                            |result| Churn {
+                                what: format!(
+                                    "a second WireGuard pair re-keyed every {WG_REKEY_EVERY} \
+                                     by rekey_after_time; changes = handshakes initiated"
+                                ),
+                                changes: wg_rekeys.clone(),
+                                change_failures: wg_rekey_failures,
+                                result,
+                            },
+                        )
+                    }
+                    _ => None,
+                },
             });
         }
-        Ok::<_, String>(results)
+        let fanout = (!fanout_points.is_empty()).then(|| scorecard::Fanout {
+            what: format!(
+                "HBONE, one proxy -> K nodes (each its own process and SVID \
+                 spiffe://{TRUST_DOMAIN}/node-<i>), {} spread round-robin over them",
+                w_label
+            ),
+            points: fanout_points,
+        });
+        Ok::<_, String>((results, fanout))
     })?;
     bar.finish_and_clear();
 
@@ -980,6 +1299,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         warmup_s: window.warmup.as_secs_f64(),
         measure_s: window.measure.as_secs_f64(),
         backends,
+        fanout,
     };
     let table = card.to_table();
     write(&out.join("scorecard.txt"), &table)?;
@@ -1080,15 +1400,15 @@ mod tests {
 
     #[test]
     fn the_budget_covers_the_rest_window_and_every_run() {
-        // The default: 120 s, 3 reps of 16 cells and the churn run.
-        let (idle, w) = plan(Duration::from_secs(120), 3, 17);
+        // The default: 120 s, 3 reps of 16 cells and the two churn runs, one fan-out run.
+        let (idle, w) = plan(Duration::from_secs(120), 3, 18, 1);
         assert_eq!(idle, Duration::from_secs(15));
         let per_run = w.warmup + w.measure;
-        assert_eq!(per_run, Duration::from_secs(105) / 51);
+        assert_eq!(per_run, Duration::from_secs(105) / 55);
         assert_eq!(w.warmup, per_run / 5);
-        assert!(idle + per_run * 51 <= Duration::from_secs(120));
+        assert!(idle + per_run * 55 <= Duration::from_secs(120));
         // A long budget keeps the rest window and the warm-up capped.
-        let (idle, w) = plan(Duration::from_secs(3600), 1, 4);
+        let (idle, w) = plan(Duration::from_secs(3600), 1, 4, 0);
         assert_eq!(
             (idle, w.warmup),
             (Duration::from_secs(15), Duration::from_secs(1))

@@ -11,7 +11,7 @@ use super::{Better, Figure, Scorecard, Spread};
 pub struct Change {
     /// Backend name.
     pub backend: String,
-    /// Workload label, or `idle`.
+    /// Workload label, `idle`, or `fanout-K<k>`.
     pub workload: String,
     /// Figure name (the JSON key).
     pub figure: String,
@@ -104,6 +104,40 @@ pub fn diff(old: &Scorecard, new: &Scorecard) -> Vec<Change> {
                     new: n,
                     better: Better::Lower,
                 });
+            }
+        }
+    }
+    if let (Some(of), Some(nf)) = (&old.fanout, &new.fanout) {
+        for np in &nf.points {
+            let Some(op) = of.point(np.peers) else {
+                continue;
+            };
+            let pair = |f: Of| Some((Spread::single(f(op)?), Spread::single(f(np)?)));
+            type Of = fn(&crate::FanoutPoint) -> Option<f64>;
+            let figures: [(&str, Better, Of); 5] = [
+                ("ops_per_sec", Better::Higher, |p| p.ops_per_sec()),
+                ("p99_us", Better::Lower, |p| p.p99_us()),
+                ("setups_per_sec", Better::Higher, |p| {
+                    Some(p.setups_per_sec())
+                }),
+                ("proxy_rss_per_peer_bytes", Better::Lower, |p| {
+                    Some(p.proxy_rss_per_peer_bytes())
+                }),
+                ("proxy_peak_rss_bytes", Better::Lower, |p| {
+                    Some(p.proxy_peak_rss_bytes() as f64)
+                }),
+            ];
+            for (name, better, f) in figures {
+                if let Some((o, n)) = pair(f) {
+                    out.push(Change {
+                        backend: "hbone".into(),
+                        workload: format!("fanout-K{}", np.peers),
+                        figure: name.into(),
+                        old: o,
+                        new: n,
+                        better,
+                    });
+                }
             }
         }
     }

@@ -62,6 +62,7 @@
 //!         idle: None,
 //!         churn: None,
 //!     }],
+//!     fanout: None,
 //! };
 //! assert!(card.to_table().contains("1024 B each way, 4 connections"));
 //! assert!(card.to_svg().contains("Requests per second"));
@@ -70,6 +71,7 @@
 #![forbid(unsafe_code)]
 
 pub mod diff;
+pub mod fanout;
 pub mod idle;
 pub mod load;
 pub mod procfs;
@@ -81,6 +83,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use fanout::{Fanout, FanoutPoint};
 pub use idle::{Idle, IdleProcess};
 pub use load::{Latency, Measurement, Process, ProcessUsage, Role, Window, Workload};
 pub use sinks::Sinks;
@@ -160,7 +163,8 @@ pub struct BackendResult {
     /// What the tunnel processes cost at rest (none for the no-mesh baseline).
     #[serde(default)]
     pub idle: Option<Idle>,
-    /// The request/response load again while the tunnel's identity churns (HBONE only).
+    /// The request/response load again while something the tunnel depends on churns (HBONE:
+    /// the node's SVID and policy; WireGuard: the session re-keyed every few seconds).
     #[serde(default)]
     pub churn: Option<Churn>,
 }
@@ -233,6 +237,9 @@ pub struct Scorecard {
     pub measure_s: f64,
     /// Baseline first, then the tunnels.
     pub backends: Vec<BackendResult>,
+    /// HBONE fan-out over K nodes (absent when HBONE did not run).
+    #[serde(default)]
+    pub fanout: Option<Fanout>,
 }
 
 fn schema_v1() -> u32 {

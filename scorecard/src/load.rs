@@ -261,13 +261,29 @@ pub async fn run(
     procs: &[Process],
     progress: Arc<AtomicU64>,
 ) -> Result<Measurement, String> {
+    run_spread(workload, &[addr], window, procs, progress).await
+}
+
+/// [`run`] with its connections (streams, loops) spread round-robin over `addrs`: connection
+/// `i` goes to `addrs[i % addrs.len()]` (the fan-out load: one proxy listener per peer).
+pub async fn run_spread(
+    workload: Workload,
+    addrs: &[SocketAddr],
+    window: Window,
+    procs: &[Process],
+    progress: Arc<AtomicU64>,
+) -> Result<Measurement, String> {
+    if addrs.is_empty() {
+        return Err("no address to load".into());
+    }
+    let addrs: Arc<[SocketAddr]> = addrs.into();
     match workload {
         Workload::RequestResponse { connections, size } => {
-            request_response(workload, addr, connections, size, window, procs, progress).await
+            request_response(workload, addrs, connections, size, window, procs, progress).await
         }
-        Workload::Bulk { streams } => bulk(workload, addr, streams, window, procs, progress).await,
+        Workload::Bulk { streams } => bulk(workload, addrs, streams, window, procs, progress).await,
         Workload::StreamSetup { concurrency } => {
-            stream_setup(workload, addr, concurrency, window, procs, progress).await
+            stream_setup(workload, addrs, concurrency, window, procs, progress).await
         }
     }
 }
@@ -310,15 +326,15 @@ async fn measure_loops<F, Fut>(
     body: F,
 ) -> Result<Measurement, String>
 where
-    F: Fn(Instant, Instant) -> Fut,
+    F: Fn(usize, Instant, Instant) -> Fut,
     Fut: std::future::Future<Output = TaskResult> + Send + 'static,
 {
     let t0 = Instant::now();
     let from = t0 + window.warmup;
     let until = from + window.measure;
     let mut set = JoinSet::new();
-    for _ in 0..tasks {
-        set.spawn(body(from, until));
+    for i in 0..tasks {
+        set.spawn(body(i, from, until));
     }
     tokio::time::sleep_until(from.into()).await;
     let sampler = Sampler::start(procs)?;
@@ -347,15 +363,16 @@ where
 
 async fn request_response(
     workload: Workload,
-    addr: SocketAddr,
+    addrs: Arc<[SocketAddr]>,
     connections: usize,
     size: usize,
     window: Window,
     procs: &[Process],
     progress: Arc<AtomicU64>,
 ) -> Result<Measurement, String> {
-    measure_loops(workload, connections, window, procs, |from, until| {
+    measure_loops(workload, connections, window, procs, |i, from, until| {
         let progress = progress.clone();
+        let addr = addrs[i % addrs.len()];
         async move {
             let mut r = TaskResult::new(until);
             let msg = vec![0xa5u8; size];
@@ -392,14 +409,15 @@ async fn request_response(
 
 async fn stream_setup(
     workload: Workload,
-    addr: SocketAddr,
+    addrs: Arc<[SocketAddr]>,
     concurrency: usize,
     window: Window,
     procs: &[Process],
     progress: Arc<AtomicU64>,
 ) -> Result<Measurement, String> {
-    measure_loops(workload, concurrency, window, procs, |from, until| {
+    measure_loops(workload, concurrency, window, procs, |i, from, until| {
         let progress = progress.clone();
+        let addr = addrs[i % addrs.len()];
         async move {
             let mut r = TaskResult::new(until);
             while Instant::now() < until {
@@ -429,7 +447,7 @@ async fn stream_setup(
 
 async fn bulk(
     workload: Workload,
-    addr: SocketAddr,
+    addrs: Arc<[SocketAddr]>,
     streams: usize,
     window: Window,
     procs: &[Process],
@@ -437,8 +455,9 @@ async fn bulk(
 ) -> Result<Measurement, String> {
     // Bytes count from the first write that completes inside the window; the window ends when
     // the far end has acknowledged everything, so buffered bytes are not counted as moved.
-    measure_loops(workload, streams, window, procs, |from, until| {
+    measure_loops(workload, streams, window, procs, |i, from, until| {
         let progress = progress.clone();
+        let addr = addrs[i % addrs.len()];
         async move {
             let mut r = TaskResult::new(until);
             let result = async {

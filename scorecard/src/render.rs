@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{BackendResult, Figure, Scorecard, Spread, Workload, WorkloadResult};
+use super::{BackendResult, Fanout, Figure, Scorecard, Spread, Workload, WorkloadResult};
 
 /// A number in three significant digits with an SI prefix: `174k`, `17.4k`, `1.74`, `0.05`.
 pub(crate) fn num(v: f64) -> String {
@@ -154,6 +154,19 @@ pub(super) fn headline(s: &Scorecard) -> String {
         for r in ch.against(calm) {
             let _ = writeln!(out, "    {:<24} {}", r.what, r.text());
         }
+    }
+    for p in s.fanout.iter().flat_map(|f| &f.points) {
+        let _ = writeln!(
+            out,
+            "  hbone fan-out over {} nodes: {} requests/s, p99 {}, {} new connections/s cold, \
+             proxy {} per peer, {} errors",
+            p.peers,
+            p.ops_per_sec().map(num).unwrap_or_else(|| "–".into()),
+            p.p99_us().map(us).unwrap_or_else(|| "–".into()),
+            num(p.setups_per_sec()),
+            kib(p.proxy_rss_per_peer_bytes()),
+            p.result.errors
+        );
     }
     out
 }
@@ -368,6 +381,9 @@ pub(super) fn table(s: &Scorecard) -> String {
         t.figure_row(&b.name, cols, c.errors);
         out.push_str(&t.out);
     }
+    if let Some(f) = &s.fanout {
+        out.push_str(&fanout_table(f));
+    }
     let idle: Vec<&BackendResult> = s.backends.iter().filter(|b| b.idle.is_some()).collect();
     if let Some(i0) = idle.first().and_then(|b| b.idle.as_ref()) {
         let _ = writeln!(
@@ -414,6 +430,63 @@ pub(super) fn table(s: &Scorecard) -> String {
         out.push_str(&t.out);
     }
     out
+}
+
+/// The fan-out block: one line per K, then how the proxy's memory grows with K.
+pub(super) fn fanout_table(f: &Fanout) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nFan-out: {}; one run per K.\n\
+         Cold start = a fresh proxy's first stream to each of the K nodes, all at once \
+         (setups/s = K / cold start);\n\
+         RSS = peak under the load; per peer = the proxy's VmRSS growth over the cold start / K.",
+        f.what
+    );
+    let mut t = Table::new(
+        &[
+            "K",
+            "per sec",
+            "p99",
+            "cold start",
+            "setups/s",
+            "proxy RSS",
+            "nodes RSS",
+            "per peer",
+            "errors",
+        ],
+        &[4, 9, 9, 10, 9, 10, 10, 9, 6],
+    );
+    for p in &f.points {
+        t.line(&[
+            p.peers.to_string(),
+            p.ops_per_sec().map(num).unwrap_or_else(|| "–".into()),
+            p.p99_us().map(us).unwrap_or_else(|| "–".into()),
+            format!("{:.0}ms", p.setup_s * 1000.0),
+            num(p.setups_per_sec()),
+            mib(p.proxy_peak_rss_bytes() as f64),
+            mib(p.nodes_peak_rss_bytes() as f64),
+            kib(p.proxy_rss_per_peer_bytes()),
+            p.result.errors.to_string(),
+        ]);
+    }
+    out.push_str(&t.out);
+    if let (Some(slope), Some(lo), Some(hi)) = (
+        f.proxy_rss_slope_bytes(),
+        f.points.iter().map(|p| p.peers).min(),
+        f.points.iter().map(|p| p.peers).max(),
+    ) {
+        let _ = writeln!(
+            out,
+            "  proxy RSS under load grows by {} per added peer (K = {lo} -> {hi})",
+            kib(slope)
+        );
+    }
+    out
+}
+
+fn kib(v: f64) -> String {
+    format!("{:.0}KiB", v / 1024.0)
 }
 
 // ---- the chart ----
@@ -880,7 +953,7 @@ fn panels(s: &Scorecard) -> (Option<Panel>, Vec<Panel>) {
             .collect()
     };
     out.push(Panel {
-        title: "Request p99 with the node's SVID churning, ms".into(),
+        title: "Request p99 calm vs under churn, ms".into(),
         groups: vec![
             Group {
                 label: "without churn".into(),
@@ -984,7 +1057,7 @@ pub(super) fn svg(s: &Scorecard) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::super::*;
-    use super::CHAR_WIDTH_EM;
+    use super::{CHAR_WIDTH_EM, fanout_table};
 
     pub(crate) fn measurement(
         w: Workload,
@@ -1076,6 +1149,7 @@ pub(crate) mod tests {
             warmup_s: 0.5,
             measure_s: 2.0,
             backends,
+            fanout: None,
         }
     }
 
@@ -1161,6 +1235,132 @@ pub(crate) mod tests {
         assert!(t.contains("hbone vs wireguard") && t.contains("~ (within noise"));
     }
 
+    /// A fan-out point over `k` nodes: `ops` requests in 2 s, the proxy growing 64 KiB per
+    /// peer and each node holding 10 MiB.
+    fn fanout_point(k: usize, ops: u64) -> FanoutPoint {
+        let w = standard_workloads()[0];
+        let mut m = measurement(w, ops, ops * 1024, 900.0, Some(1.0));
+        m.processes[1].peak_rss_bytes = (20 << 20) + k as u64 * (64 << 10);
+        for i in 0..k {
+            m.processes.push(ProcessUsage {
+                name: format!("node-{i}"),
+                role: Role::Tunnel,
+                cpu_user_s: 0.1,
+                cpu_sys_s: 0.0,
+                peak_rss_bytes: 10 << 20,
+            });
+        }
+        FanoutPoint {
+            peers: k,
+            setup_s: 0.002 * k as f64,
+            proxy_rss_before_bytes: 20 << 20,
+            proxy_rss_after_bytes: (20 << 20) + k as u64 * (64 << 10),
+            result: WorkloadResult::from_runs(vec![m]).unwrap(),
+        }
+    }
+
+    fn with_fanout(ks: &[usize]) -> Scorecard {
+        let mut s = four();
+        s.fanout = Some(Fanout {
+            what: "hbone, one proxy -> K nodes".into(),
+            points: ks.iter().map(|&k| fanout_point(k, 20_000)).collect(),
+        });
+        s
+    }
+
+    #[test]
+    fn fanout_table_has_a_row_per_k_and_the_growth_per_peer() {
+        let s = with_fanout(&[1, 4, 16, 64]);
+        let t = s.to_table();
+        assert!(t.contains("\nFan-out: hbone, one proxy -> K nodes"), "{t}");
+        let block = &t[t.find("\nFan-out:").unwrap()..];
+        let rows: Vec<usize> = block
+            .lines()
+            .skip(5)
+            .map_while(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(rows, [1, 4, 16, 64], "a row per K, in order:\n{block}");
+        // 64 nodes at 10 MiB; the proxy grows 64 KiB per peer; 64 setups in 128 ms.
+        let k64 = block
+            .lines()
+            .find(|l| l.trim_start().starts_with("64 "))
+            .unwrap();
+        for cell in ["10.0k", "640.0MiB", "64KiB", "128ms", "500"] {
+            assert!(k64.contains(cell), "{cell} in {k64}");
+        }
+        assert!(
+            block.contains("grows by 64KiB per added peer (K = 1 -> 64)"),
+            "{block}"
+        );
+        assert!(
+            t.contains("hbone fan-out over 16 nodes: 10.0k requests/s"),
+            "the headline names every K:\n{t}"
+        );
+    }
+
+    #[test]
+    fn fanout_table_without_a_k_is_caught() {
+        // The row check above must fail when a K is missing.
+        let s = with_fanout(&[1, 4, 64]);
+        let block = fanout_table(s.fanout.as_ref().unwrap());
+        let rows: Vec<usize> = block
+            .lines()
+            .skip(5)
+            .map_while(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(rows, [1, 4, 64], "{block}");
+        // One K: no growth line (nothing to compare), the row is still there.
+        let one = with_fanout(&[16]);
+        let block = fanout_table(one.fanout.as_ref().unwrap());
+        assert!(
+            block.contains("\n  16 ") && !block.contains("grows by"),
+            "{block}"
+        );
+    }
+
+    #[test]
+    fn fanout_goes_into_the_json_and_the_diff() {
+        let s = with_fanout(&[1, 16]);
+        let v: serde_json::Value = serde_json::from_str(&s.to_json()).unwrap();
+        let points = v["fanout"]["points"].as_array().unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[1]["peers"], 16);
+        assert!(points[1]["setup_s"].as_f64().unwrap() > 0.0);
+        assert!(points[1]["proxy_rss_after_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(
+            points[1]["result"]["runs"][0]["processes"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2 + 16
+        );
+        let back = Scorecard::from_json(&s.to_json()).unwrap();
+        let mut faster = back.clone();
+        faster.fanout = Some(Fanout {
+            what: "x".into(),
+            points: vec![fanout_point(16, 30_000)],
+        });
+        let d = crate::diff::diff(&back, &faster);
+        let ops = d
+            .iter()
+            .find(|c| c.workload == "fanout-K16" && c.figure == "ops_per_sec")
+            .expect("fan-out K=16 in the diff");
+        assert_eq!(ops.verdict(), "better");
+        assert!(
+            !d.iter().any(|c| c.workload == "fanout-K1"),
+            "K=1 only in one run"
+        );
+        // A file without the section (before fan-out) still reads.
+        let mut old: serde_json::Value = serde_json::from_str(&four().to_json()).unwrap();
+        old.as_object_mut().unwrap().remove("fanout");
+        assert!(
+            Scorecard::from_json(&old.to_string())
+                .unwrap()
+                .fanout
+                .is_none()
+        );
+    }
+
     #[test]
     fn churn_is_held_against_the_same_load_without_it() {
         let mut s = four();
@@ -1199,7 +1399,7 @@ pub(crate) mod tests {
             "{t}"
         );
         let svg = s.to_svg();
-        assert!(svg.contains("SVID churning"));
+        assert!(svg.contains("Request p99 calm vs under churn"));
         let problems = label_problems(&svg);
         assert!(problems.is_empty(), "{problems:?}");
         let back = Scorecard::from_json(&s.to_json()).unwrap();
