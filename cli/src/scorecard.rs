@@ -111,9 +111,6 @@ pub(crate) enum ScorecardCommand {
     },
 }
 
-/// How many slices the at-rest window is cut into (its figures' spread is over them).
-const IDLE_SLICES: u32 = 3;
-
 /// How long a child process may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -1023,8 +1020,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let module = format!("{} ({})", status.module.name, status.module.certificate);
     let machine = scorecard::machine(started, env!("CARGO_PKG_VERSION").into(), module);
 
-    let steps = (cells + churn_cells) as u64 * u64::from(reps)
-        + u64::from(tunnels)
+    let steps = (cells + churn_cells + usize::from(tunnels)) as u64 * u64::from(reps)
         + fanout_peers.len() as u64;
     let bar = if args.no_progress {
         ProgressBar::hidden()
@@ -1050,7 +1046,10 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         (window.warmup + window.measure).as_secs_f64(),
         window.warmup.as_secs_f64(),
         if tunnels {
-            format!(", then {:.1} s at rest", idle_window.as_secs_f64())
+            format!(
+                ", each round then at rest for {:.1} s",
+                idle_window.as_secs_f64() / f64::from(reps)
+            )
         } else {
             String::new()
         },
@@ -1110,6 +1109,8 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         let mut runs: Vec<Vec<Vec<Measurement>>> =
             vec![vec![Vec::new(); workloads.len()]; paths.len()];
         let (mut churn_runs, mut churn_changes, mut churn_failures) = (Vec::new(), Vec::new(), 0);
+        // idle_rounds[rep][backend]: the at-rest window at the end of each round.
+        let mut idle_rounds: Vec<Vec<scorecard::idle::Idle>> = Vec::new();
         for rep in 1..=reps {
             for (wi, w) in workloads.iter().enumerate() {
                 for (bi, (b, path, _)) in paths.iter().enumerate() {
@@ -1180,31 +1181,37 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                 bar.inc(1);
                 wg_churn_runs.push(m);
             }
-        }
-        let idle = if tunnels {
-            bar.set_message(format!("at rest for {:.1} s", idle_window.as_secs_f64()));
-            // One round trip each: pools warm and WireGuard sessions fresh when the window
-            // starts; then a second for closing connections to settle.
-            for (_, path, _) in &paths {
-                check_path(path).await?;
+            // Each round ends at rest for its share of the at-rest window, so the at-rest figures
+            // carry a spread over the rounds like the loaded ones (one window would give one
+            // process state: its RSS would have no spread at all).
+            if tunnels {
+                bar.set_message(format!(
+                    "[{rep}/{reps}] at rest for {:.1} s",
+                    idle_window.as_secs_f64() / f64::from(reps)
+                ));
+                // One round trip each: pools warm and WireGuard sessions fresh when the
+                // window starts; then a second for closing connections to settle.
+                for (_, path, _) in &paths {
+                    check_path(path).await?;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let groups: Vec<Vec<Process>> = paths
+                    .iter()
+                    .map(|(_, p, _)| {
+                        p.processes
+                            .iter()
+                            .filter(|x| x.role == Role::Tunnel)
+                            .cloned()
+                            .collect()
+                    })
+                    .collect();
+                idle_rounds.push(
+                    scorecard::idle::measure(&groups, idle_window / reps).await?,
+                );
+                bar.inc(1);
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let groups: Vec<Vec<Process>> = paths
-                .iter()
-                .map(|(_, p, _)| {
-                    p.processes
-                        .iter()
-                        .filter(|x| x.role == Role::Tunnel)
-                        .cloned()
-                        .collect()
-                })
-                .collect();
-            let idle = scorecard::idle::measure(&groups, idle_window, IDLE_SLICES).await?;
-            bar.inc(1);
-            idle
-        } else {
-            Vec::new()
-        };
+        }
+        let idle = scorecard::idle::combine(&idle_rounds);
         drop(wg_churn_path);
         // Fan-out last: its K nodes start after the at-rest window, so they do not weigh on it.
         let mut fanout_points = Vec::new();

@@ -1,6 +1,8 @@
 //! Cost at rest: CPU and resident memory of tunnel processes whose tunnels are up (pool warm,
-//! handshakes done, keepalives running) while nothing is sent. The window is cut into slices
-//! so the figures carry a spread like the loaded ones.
+//! handshakes done, keepalives running) while nothing is sent. The scorecard rests once at the
+//! end of every round ([`measure`]) and [`combine`]s the windows, so the figures carry a spread
+//! over the rounds like the loaded ones: one window would see one state of each process (its
+//! RSS would not move at all), while two runs of the same build differ by a few per cent.
 
 use std::time::{Duration, Instant};
 
@@ -17,18 +19,18 @@ pub struct IdleProcess {
     /// Its role.
     pub role: Role,
     /// CPU seconds (on-CPU time of its threads, from `schedstat`) per minute of wall time,
-    /// over the slices.
+    /// over the windows.
     pub cpu_s_per_min: Spread,
-    /// Resident set (`VmRSS`) at the end of each slice, bytes.
+    /// Resident set (`VmRSS`) at the end of each window, bytes.
     pub rss_bytes: Spread,
 }
 
 /// One backend's processes at rest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Idle {
-    /// The whole measured window, seconds.
+    /// All measured windows together, seconds.
     pub window_s: f64,
-    /// How many slices the window was cut into (the spread is over them).
+    /// How many windows were measured (one at the end of each round); the spread is over them.
     pub slices: u32,
     /// CPU seconds per minute of the tunnel processes together.
     pub tunnel_cpu_s_per_min: Spread,
@@ -38,14 +40,9 @@ pub struct Idle {
     pub processes: Vec<IdleProcess>,
 }
 
-/// Watch every group of processes over the same `window`, cut into `slices`, while the caller
-/// sends nothing; one [`Idle`] per group, in order.
-pub async fn measure(
-    groups: &[Vec<Process>],
-    window: Duration,
-    slices: u32,
-) -> Result<Vec<Idle>, String> {
-    let slices = slices.max(1);
+/// Watch every group of processes over one `window` while the caller sends nothing; one
+/// [`Idle`] per group, in order, each with a single reading (no spread yet: see [`combine`]).
+pub async fn measure(groups: &[Vec<Process>], window: Duration) -> Result<Vec<Idle>, String> {
     let all: Vec<&Process> = groups.iter().flatten().collect();
     // On-CPU time from the scheduler's nanosecond counters: an idle tunnel uses a few
     // milliseconds a minute, below the 10 ms clock tick of /proc/<pid>/stat.
@@ -59,55 +56,92 @@ pub async fn measure(
             .collect()
     };
     let started = Instant::now();
-    let mut last = read()?;
-    let mut at = Instant::now();
-    // Per process: CPU-s per minute and RSS, one entry per slice.
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); all.len()];
-    let mut rss: Vec<Vec<f64>> = vec![Vec::new(); all.len()];
-    for k in 1..=slices {
-        tokio::time::sleep_until((started + window * k / slices).into()).await;
-        let now = read()?;
-        let wall = at.elapsed().as_secs_f64().max(1e-9);
-        at = Instant::now();
-        for (i, ((c1, r1), (c0, _))) in now.iter().zip(&last).enumerate() {
-            cpu[i].push(c1.saturating_sub(*c0).as_secs_f64() * 60.0 / wall);
-            rss[i].push(*r1 as f64);
-        }
-        last = now;
-    }
+    let before = read()?;
+    tokio::time::sleep_until((started + window).into()).await;
+    let after = read()?;
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    // Per process: CPU-s per minute and RSS.
+    let figures: Vec<(f64, f64)> = after
+        .iter()
+        .zip(&before)
+        .map(|((c1, r1), (c0, _))| {
+            (
+                c1.saturating_sub(*c0).as_secs_f64() * 60.0 / wall,
+                *r1 as f64,
+            )
+        })
+        .collect();
     let mut out = Vec::new();
     let mut i = 0;
     for group in groups {
         let idx: Vec<usize> = (i..i + group.len()).collect();
         i += group.len();
-        let tunnel: Vec<usize> = idx
-            .iter()
-            .copied()
-            .filter(|&j| all[j].role == Role::Tunnel)
-            .collect();
-        let sum = |series: &[Vec<f64>]| -> Vec<f64> {
-            (0..slices as usize)
-                .map(|s| tunnel.iter().map(|&j| series[j][s]).sum())
-                .collect()
-        };
-        let spread = |v: &[f64]| Spread::of(v).unwrap_or(Spread::single(0.0));
+        let tunnel = || idx.iter().copied().filter(|&j| all[j].role == Role::Tunnel);
         out.push(Idle {
-            window_s: started.elapsed().as_secs_f64(),
-            slices,
-            tunnel_cpu_s_per_min: spread(&sum(&cpu)),
-            tunnel_rss_bytes: spread(&sum(&rss)),
+            window_s: wall,
+            slices: 1,
+            tunnel_cpu_s_per_min: Spread::single(tunnel().map(|j| figures[j].0).sum()),
+            tunnel_rss_bytes: Spread::single(tunnel().map(|j| figures[j].1).sum()),
             processes: idx
                 .iter()
                 .map(|&j| IdleProcess {
                     name: all[j].name.clone(),
                     role: all[j].role,
-                    cpu_s_per_min: spread(&cpu[j]),
-                    rss_bytes: spread(&rss[j]),
+                    cpu_s_per_min: Spread::single(figures[j].0),
+                    rss_bytes: Spread::single(figures[j].1),
                 })
                 .collect(),
         });
     }
     Ok(out)
+}
+
+/// Put the windows of several rounds together: `rounds[r][g]` is group `g` in round `r` (as
+/// [`measure`] returned it; every round the same groups and processes). Each figure becomes
+/// the spread of the rounds' medians; `window_s` adds up, `slices` counts the windows.
+/// Nothing (an empty list) when there were no rounds.
+pub fn combine(rounds: &[Vec<Idle>]) -> Vec<Idle> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    let over = |f: &dyn Fn(&Idle) -> f64, g: usize| -> Spread {
+        let v: Vec<f64> = rounds.iter().filter_map(|r| r.get(g)).map(f).collect();
+        Spread::of(&v).unwrap_or(Spread::single(0.0))
+    };
+    first
+        .iter()
+        .enumerate()
+        .map(|(g, idle)| Idle {
+            window_s: rounds
+                .iter()
+                .filter_map(|r| r.get(g))
+                .map(|i| i.window_s)
+                .sum(),
+            slices: rounds
+                .iter()
+                .filter_map(|r| r.get(g))
+                .map(|i| i.slices)
+                .sum(),
+            tunnel_cpu_s_per_min: over(&|i| i.tunnel_cpu_s_per_min.median, g),
+            tunnel_rss_bytes: over(&|i| i.tunnel_rss_bytes.median, g),
+            processes: idle
+                .processes
+                .iter()
+                .enumerate()
+                .map(|(p, proc_)| {
+                    let pick = |f: fn(&IdleProcess) -> f64| {
+                        over(&|i: &Idle| i.processes.get(p).map_or(f64::NAN, f), g)
+                    };
+                    IdleProcess {
+                        name: proc_.name.clone(),
+                        role: proc_.role,
+                        cpu_s_per_min: pick(|x| x.cpu_s_per_min.median),
+                        rss_bytes: pick(|x| x.rss_bytes.median),
+                    }
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,9 +172,11 @@ mod tests {
             role,
         };
         let groups = vec![vec![me(Role::Tunnel)], vec![me(Role::App)]];
-        let idle = measure(&groups, Duration::from_millis(600), 3)
-            .await
-            .unwrap();
+        let mut rounds = Vec::new();
+        for _ in 0..3 {
+            rounds.push(measure(&groups, Duration::from_millis(200)).await.unwrap());
+        }
+        let idle = combine(&rounds);
         stop.store(true, Ordering::Relaxed);
         spin.join().unwrap();
         assert_eq!(idle.len(), 2);
@@ -156,5 +192,44 @@ mod tests {
         // own figures are not.
         assert_eq!(idle[1].tunnel_cpu_s_per_min, Spread::single(0.0));
         assert!(idle[1].processes[0].cpu_s_per_min.median > 6.0);
+    }
+
+    /// Three rounds' single readings become one spread per figure, per group and process;
+    /// windows add up; no rounds, no groups.
+    #[test]
+    fn combine_spreads_over_rounds() {
+        let round = |cpu: f64, rss: f64| {
+            vec![Idle {
+                window_s: 5.0,
+                slices: 1,
+                tunnel_cpu_s_per_min: Spread::single(cpu),
+                tunnel_rss_bytes: Spread::single(rss),
+                processes: vec![IdleProcess {
+                    name: "node".into(),
+                    role: Role::Tunnel,
+                    cpu_s_per_min: Spread::single(cpu),
+                    rss_bytes: Spread::single(rss),
+                }],
+            }]
+        };
+        let c = combine(&[round(0.3, 30.0), round(0.1, 34.0), round(0.2, 31.0)]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].slices, 3);
+        assert_eq!(c[0].window_s, 15.0);
+        let want_cpu = Spread {
+            median: 0.2,
+            min: 0.1,
+            max: 0.3,
+        };
+        let want_rss = Spread {
+            median: 31.0,
+            min: 30.0,
+            max: 34.0,
+        };
+        assert_eq!(c[0].tunnel_cpu_s_per_min, want_cpu);
+        assert_eq!(c[0].tunnel_rss_bytes, want_rss);
+        assert_eq!(c[0].processes[0].cpu_s_per_min, want_cpu);
+        assert_eq!(c[0].processes[0].rss_bytes, want_rss);
+        assert!(combine(&[]).is_empty());
     }
 }

@@ -389,7 +389,7 @@ pub(super) fn table(s: &Scorecard) -> String {
         let _ = writeln!(
             out,
             "\nAt rest: tunnels up (pool warm, handshakes done, keepalives running), nothing sent \
-             for {:.1} s, cut into {} slices (median and min–max over them)",
+             for {:.1} s in all, in {} windows, one at the end of each round (median and min–max over them)",
             i0.window_s, i0.slices
         );
         let mut t = Table::new(
