@@ -72,7 +72,22 @@ enum Command {
     Scorecard(scorecard::ScorecardArgs),
 }
 
+/// Raise this process's soft limit on open files to its hard limit, as wireguard-go's runtime
+/// and most proxies do: a node or proxy holds a socket or two per stream, and the soft limit
+/// many systems start with (1024) would refuse streams long before `[limits] max_streams`.
+/// Children (the scorecard's nodes and proxies) inherit it. Best effort: a failure leaves the
+/// limit as it was, and the first `accept` that hits it is logged as usual.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 fn main() -> ExitCode {
+    raise_open_files_limit();
     let cli = Cli::parse();
     match cli.command {
         Command::Status { json } => {

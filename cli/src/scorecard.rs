@@ -97,6 +97,11 @@ pub(crate) struct ScorecardArgs {
     /// how the cost grows with the number of peers.
     #[arg(long)]
     scale: bool,
+    /// Held streams: for each count, a fresh proxy and node (or relay) per tunnel backend,
+    /// that many streams opened through them and held idle; memory per stream and errors
+    /// (after the fan-out; comma-separated; 0 = none).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    streams: Vec<usize>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -109,6 +114,11 @@ pub(crate) enum ScorecardCommand {
         /// The later run's scorecard.json.
         new: PathBuf,
     },
+    /// Internal: serve the echo and discard sinks in a process of their own (the held-streams
+    /// phase, so that the streams' two ends do not share one process's open-file limit);
+    /// prints a ready line with both addresses and serves until killed.
+    #[command(hide = true)]
+    Sink,
 }
 
 /// How long a child process may take to print its ready line.
@@ -130,18 +140,25 @@ impl Daemon {
     /// `log`. An error names the process, its command line, its config file and the end of its
     /// log, so the cause is on the screen rather than in a file.
     fn start(name: &str, mode: &str, config: &Path, log: &Path) -> Result<Self, String> {
+        Self::spawn(name, mode, Some(config), log)
+    }
+
+    /// [`Daemon::start`] for any subcommand (`mode` may be several words) with or without a
+    /// config file.
+    fn spawn(name: &str, mode: &str, config: Option<&Path>, log: &Path) -> Result<Self, String> {
         let exe =
             std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
         let level = std::env::var("FIPSTUN_SCORECARD_LOG").unwrap_or("warn".into());
-        let command_line = format!(
-            "RUST_LOG={level} {} {mode} --config {}",
-            exe.display(),
-            config.display()
-        );
-        let mut child = Command::new(&exe)
-            .arg(mode)
-            .arg("--config")
-            .arg(config)
+        let config_args = config
+            .map(|c| format!(" --config {}", c.display()))
+            .unwrap_or_default();
+        let command_line = format!("RUST_LOG={level} {} {mode}{config_args}", exe.display());
+        let mut command = Command::new(&exe);
+        command.args(mode.split_whitespace());
+        if let Some(c) = config {
+            command.arg("--config").arg(c);
+        }
+        let mut child = command
             .env("RUST_LOG", &level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -201,7 +218,7 @@ impl Daemon {
             &format!("fipstun {mode} ({name})"),
             &failure,
             &command_line,
-            config,
+            config.unwrap_or(Path::new("(none)")),
             log,
         ))
     }
@@ -427,9 +444,58 @@ fn app_process() -> Process {
     }
 }
 
+/// `fipstun scorecard sink`: the two sinks, a ready line naming them, then serve until killed.
+fn serve_sinks() -> Result<String, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async {
+        let sinks = Sinks::start()
+            .await
+            .map_err(|e| format!("cannot start the sinks: {e}"))?;
+        eprintln!(
+            "fipstun scorecard sink: ready echo={} discard={}",
+            sinks.echo, sinks.discard
+        );
+        std::future::pending::<()>().await;
+        Ok(String::new())
+    })
+}
+
+/// How long the held streams idle before the tunnel's memory is read.
+const STREAMS_SETTLE: Duration = Duration::from_secs(1);
+
+/// Make sure this process (and the nodes and proxies it starts, which inherit it) may hold
+/// `needed` open files for `streams` held streams: raise the soft limit, and the hard one
+/// where allowed (root); otherwise say what to do.
+fn ensure_open_files(needed: u64, streams: usize) -> Result<(), String> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit(NOFILE): {e}"))?;
+    if soft >= needed {
+        return Ok(());
+    }
+    let target = needed.max(hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, target, target).is_ok()
+        || (hard >= needed && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok())
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "--streams {streams} needs about {needed} open files, and the limit is {soft} \
+         (hard {hard}): raise it (`ulimit -n {needed}`, as root if the hard limit is lower) or \
+         ask for fewer streams (`--streams 1000`)"
+    ))
+}
+
 struct Setup<'a> {
     out: &'a Path,
     sinks: &'a Sinks,
+    /// Appended to every node, relay and proxy config (the held-streams pairs raise
+    /// `[limits]` with it); empty otherwise.
+    extra: &'a str,
 }
 
 impl Setup<'_> {
@@ -519,7 +585,7 @@ impl Setup<'_> {
     /// listeners forward to a second `fipstun proxy`, whose plain listeners forward to the
     /// sinks. The same process hops as the tunnels, so its row shows what the two user-space
     /// hops cost before any mTLS, HTTP/2 or WireGuard is added.
-    fn relay(&self) -> Result<Path2, String> {
+    fn relay(&self, name: &str) -> Result<Path2, String> {
         // Plain listeners carry plaintext: not FIPS, so each relay says fips = "off".
         let far = format!("fips = \"off\"\n{}", self.listeners("plain", ""));
         let near = format!(
@@ -527,7 +593,7 @@ impl Setup<'_> {
             listeners_to(&["@ECHO@".into(), "@DISCARD@".into()], "plain", "")
         );
         self.tunnel(
-            "relay",
+            name,
             ("proxy", "relay", far),
             near,
             PlainTcp.security(),
@@ -551,7 +617,7 @@ impl Setup<'_> {
         fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let logs = self.out.join("logs");
         let far_config = dir.join(format!("{far_name}.toml"));
-        write(&far_config, &far_toml)?;
+        write(&far_config, &format!("{far_toml}\n{}", self.extra))?;
         let far = Daemon::start(
             far_name,
             far_mode,
@@ -568,7 +634,10 @@ impl Setup<'_> {
                 .replace("@ECHO@", &echo.to_string())
                 .replace("@DISCARD@", &discard.to_string());
         }
-        write(&dir.join("proxy.toml"), &proxy_toml)?;
+        write(
+            &dir.join("proxy.toml"),
+            &format!("{proxy_toml}\n{}", self.extra),
+        )?;
         let proxy = Daemon::start(
             "proxy",
             "proxy",
@@ -600,7 +669,7 @@ impl Setup<'_> {
         })
     }
 
-    fn hbone(&self) -> Result<Path2, String> {
+    fn hbone(&self, name: &str) -> Result<Path2, String> {
         let pki = self.out.join("pki");
         let dir = |who: &str| q(&pki.join(who).display().to_string());
         let node = format!(
@@ -618,7 +687,7 @@ impl Setup<'_> {
         let security =
             fipstun_hbone::security_info(&fipstun_identity::policy::CryptoPolicy::default());
         self.tunnel(
-            "hbone",
+            name,
             ("node", "node", node),
             proxy,
             security,
@@ -826,7 +895,7 @@ fn listeners_to(targets: &[String; 2], via: &str, extra: &str) -> String {
 }
 
 fn node_addr(node: &Daemon, name: &str) -> Result<SocketAddr, String> {
-    let key = if name == "hbone" {
+    let key = if name.starts_with("hbone") {
         "hbone"
     } else {
         "wireguard"
@@ -976,8 +1045,10 @@ fn plan(duration: Duration, reps: u32, cells: usize, once: usize) -> (Duration, 
 
 /// Run the scorecard (or compare two runs); returns the text to print.
 pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
-    if let Some(ScorecardCommand::Diff { old, new }) = &args.command {
-        return diff(old, new);
+    match &args.command {
+        Some(ScorecardCommand::Diff { old, new }) => return diff(old, new),
+        Some(ScorecardCommand::Sink) => return serve_sinks(),
+        None => {}
     }
     if args.backends.is_empty() {
         return Err("no backends chosen".into());
@@ -1009,6 +1080,18 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         (true, true) => SCALE_PEERS.to_vec(),
         (true, false) => vec![args.fanout as usize],
     };
+    let mut stream_counts: Vec<usize> = args.streams.iter().copied().filter(|&n| n > 0).collect();
+    stream_counts.sort_unstable();
+    stream_counts.dedup();
+    let stream_backends: Vec<Backend> = args
+        .backends
+        .iter()
+        .copied()
+        .filter(|b| *b != Backend::Plain)
+        .collect();
+    if let (Some(&most), false) = (stream_counts.last(), stream_backends.is_empty()) {
+        ensure_open_files(scorecard::streams::files_needed(most), most)?;
+    }
     let (idle_window, window) = plan(args.duration, reps, cells + churn_cells, fanout_peers.len());
     let tunnels = args.backends.iter().any(|b| *b != Backend::Plain);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1021,6 +1104,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
     let machine = scorecard::machine(started, env!("CARGO_PKG_VERSION").into(), module);
 
     let steps = (cells + churn_cells + usize::from(tunnels)) as u64 * u64::from(reps)
+        + (stream_counts.len() * stream_backends.len()) as u64
         + fanout_peers.len() as u64;
     let bar = if args.no_progress {
         ProgressBar::hidden()
@@ -1070,6 +1154,7 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         let setup = Setup {
             out: &out,
             sinks: &sinks,
+            extra: "",
         };
         if args.backends.contains(&Backend::Hbone) {
             bar.set_message("issuing SVIDs");
@@ -1081,9 +1166,9 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
             bar.set_message(format!("{}: starting", b.name()));
             let path = match b {
                 Backend::Plain => setup.plain(),
-                Backend::Hbone => setup.hbone()?,
+                Backend::Hbone => setup.hbone("hbone")?,
                 Backend::Wireguard => setup.wireguard("wireguard", None)?,
-                Backend::Relay => setup.relay()?,
+                Backend::Relay => setup.relay("relay")?,
             };
             check_path(&path).await?;
             // What the proxy's connections to the node negotiate, not what the policy allows.
@@ -1235,6 +1320,96 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                 fanout_points.push(point);
             }
         }
+        // Held streams last, each backend on a fresh pair whose [limits] admit them all.
+        let mut streams: Vec<(Backend, scorecard::Streams)> = Vec::new();
+        if let Some(&most) = stream_counts.last() {
+            let limits = format!(
+                "\n[limits]\nmax_streams = {0}\nmax_streams_per_peer = {0}\n",
+                most + 1024
+            );
+            // The streams' far ends live in a sink process of their own: with the near ends
+            // here, one process would need two open files per stream.
+            let sink = Daemon::spawn(
+                "sink",
+                "scorecard sink",
+                None,
+                &out.join("logs").join("streams-sink.log"),
+            )?;
+            let (Some(echo), Some(discard)) = (
+                sink.addrs("echo")?.first().copied(),
+                sink.addrs("discard")?.first().copied(),
+            ) else {
+                return Err("the sink process did not name its addresses".to_string());
+            };
+            let far_sinks = Sinks::elsewhere(echo, discard);
+            let fresh = Setup {
+                out: &out,
+                sinks: &far_sinks,
+                extra: &limits,
+            };
+            let soft_files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft)
+                .unwrap_or(0);
+            for &b in &stream_backends {
+                let name = format!("{}-streams", b.name());
+                bar.set_message(format!("{name}: starting"));
+                let path = match b {
+                    Backend::Hbone => fresh.hbone(&name)?,
+                    Backend::Wireguard => fresh.wireguard(&name, None)?,
+                    Backend::Relay => fresh.relay(&name)?,
+                    Backend::Plain => continue,
+                };
+                check_path(&path).await?;
+                let mut points = Vec::new();
+                for &n in &stream_counts {
+                    // The relay's middle hop holds both sockets of every stream.
+                    if b == Backend::Relay && 2 * n as u64 + 1024 > soft_files {
+                        say(format!(
+                            "streams   relay      {n}: skipped (its second proxy would hold two \
+                             sockets per stream: {} open files, the limit is {soft_files})",
+                            2 * n + 1024
+                        ));
+                        bar.inc(1);
+                        continue;
+                    }
+                    bar.set_message(format!("{name}: holding {n} streams"));
+                    let h = scorecard::streams::hold(
+                        path.echo,
+                        n,
+                        &path.processes,
+                        STREAMS_SETTLE,
+                    )
+                    .await?;
+                    say(format!(
+                        "streams   {:<10} {n} held: {} opened in {:.2} s, {} errors, tunnel RSS {:.1} -> {:.1} MiB ({:.1} KiB per stream)",
+                        b.name(),
+                        h.opened,
+                        h.open_s,
+                        h.errors,
+                        h.rss_before_bytes() as f64 / 1048576.0,
+                        h.rss_held_bytes() as f64 / 1048576.0,
+                        h.rss_per_stream_bytes() / 1024.0
+                    ));
+                    bar.inc(1);
+                    points.push(h);
+                }
+                streams.push((
+                    b,
+                    scorecard::Streams {
+                        what: format!(
+                            "a fresh {} pair ([limits] max_streams = {}); each stream opened \
+                             with a 1-byte round trip ({} at a time), all held idle {:.0} s, \
+                             then one more round trip each",
+                            b.name(),
+                            most + 1024,
+                            scorecard::streams::OPEN_CONCURRENCY,
+                            STREAMS_SETTLE.as_secs_f64()
+                        ),
+                        points,
+                    },
+                ));
+            }
+        }
         let mut results = Vec::new();
         for (bi, ((b, path, cipher), cells)) in paths.iter().zip(runs).enumerate() {
             let idle = idle.get(bi).filter(|_| *b != Backend::Plain).cloned();
@@ -1257,6 +1432,10 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
                     .filter_map(WorkloadResult::from_runs)
                     .collect(),
                 idle,
+                streams: streams
+                    .iter()
+                    .find(|(sb, _)| sb == b)
+                    .map(|(_, s)| s.clone()),
                 churn: match b {
                     Backend::Hbone => WorkloadResult::from_runs(std::mem::take(&mut churn_runs))
                         .map(|result| Churn {

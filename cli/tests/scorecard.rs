@@ -23,6 +23,8 @@ fn short_scorecard_measures_every_backend() {
             "--no-progress",
             "--fanout",
             "2",
+            "--streams",
+            "40,120",
             "--out",
             "card",
         ])
@@ -188,6 +190,24 @@ fn short_scorecard_measures_every_backend() {
         );
     }
     assert!(stdout.contains("\nFan-out: HBONE"), "{stdout}");
+    // Held streams: every tunnel backend on a fresh pair, 40 then 120 streams, all opened,
+    // each still alive after idling, and the tunnel's memory read before and while held.
+    for b in &backends[1..] {
+        let points = b["streams"]["points"].as_array().unwrap();
+        let counts: Vec<u64> = points.iter().map(|p| p["streams"].as_u64().unwrap()).collect();
+        assert_eq!(counts, [40, 120], "{}", b["name"]);
+        for p in points {
+            assert_eq!(p["opened"], p["streams"], "{}: {p}", b["name"]);
+            assert_eq!(p["errors"], 0, "{}: {p}", b["name"]);
+            let procs = p["processes"].as_array().unwrap();
+            assert_eq!(procs.len(), 2, "proxy and node or relay");
+            for q in procs {
+                assert!(q["rss_held_bytes"].as_u64().unwrap() > 1_000_000, "{q}");
+            }
+        }
+    }
+    assert!(backends[0]["streams"].is_null(), "no tunnel, no held streams");
+    assert!(stdout.contains("\nHeld streams:"), "{stdout}");
     assert!(stdout.contains("hbone fan-out over 2 nodes"), "{stdout}");
     let headline = json["headline"].as_array().unwrap();
     assert_eq!(headline.len(), 3);

@@ -11,7 +11,7 @@ use super::{Better, Figure, Scorecard, Spread};
 pub struct Change {
     /// Backend name.
     pub backend: String,
-    /// Workload label, `idle`, or `fanout-K<k>`.
+    /// Workload label, `idle`, `churn-<label>`, `streams-<n>`, or `fanout-K<k>`.
     pub workload: String,
     /// Figure name (the JSON key).
     pub figure: String,
@@ -104,6 +104,34 @@ pub fn diff(old: &Scorecard, new: &Scorecard) -> Vec<Change> {
                     new: n,
                     better: Better::Lower,
                 });
+            }
+        }
+        if let (Some(os), Some(ns)) = (&ob.streams, &nb.streams) {
+            for np in &ns.points {
+                let Some(op) = os.points.iter().find(|p| p.streams == np.streams) else {
+                    continue;
+                };
+                type Of = fn(&crate::Held) -> f64;
+                let figures: [(&str, Better, Of); 4] = [
+                    ("rss_per_stream_bytes", Better::Lower, |h| {
+                        h.rss_per_stream_bytes()
+                    }),
+                    ("rss_held_bytes", Better::Lower, |h| {
+                        h.rss_held_bytes() as f64
+                    }),
+                    ("opens_per_sec", Better::Higher, |h| h.opens_per_sec()),
+                    ("errors", Better::Lower, |h| h.errors as f64),
+                ];
+                for (name, better, f) in figures {
+                    out.push(Change {
+                        backend: nb.name.clone(),
+                        workload: format!("streams-{}", np.streams),
+                        figure: name.into(),
+                        old: Spread::single(f(op)),
+                        new: Spread::single(f(np)),
+                        better,
+                    });
+                }
             }
         }
     }

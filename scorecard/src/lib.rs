@@ -60,6 +60,7 @@
 //!         path: "load -> sink".into(),
 //!         results: vec![cell],
 //!         idle: None,
+//!         streams: None,
 //!         churn: None,
 //!     }],
 //!     fanout: None,
@@ -78,6 +79,7 @@ pub mod procfs;
 mod render;
 mod sinks;
 pub mod spread;
+pub mod streams;
 
 use std::collections::BTreeMap;
 
@@ -88,6 +90,7 @@ pub use idle::{Idle, IdleProcess};
 pub use load::{Latency, Measurement, Process, ProcessUsage, Role, Window, Workload};
 pub use sinks::Sinks;
 pub use spread::{Better, Figure, Ratio, RatioStyle, Spread};
+pub use streams::{Held, HeldProcess, Streams};
 
 /// The version of the JSON layout [`Scorecard::to_json`] writes (`schema_version`). Version 1
 /// (no field) had one measurement per cell; version 2 has repetitions, spreads and idle cost.
@@ -163,6 +166,10 @@ pub struct BackendResult {
     /// What the tunnel processes cost at rest (none for the no-mesh baseline).
     #[serde(default)]
     pub idle: Option<Idle>,
+    /// Streams held open through a fresh pair of this backend's processes (none for the
+    /// no-mesh baseline, or with `--streams 0`).
+    #[serde(default)]
+    pub streams: Option<Streams>,
     /// The request/response load again while something the tunnel depends on churns (HBONE:
     /// the node's SVID and policy; WireGuard: the session re-keyed every few seconds).
     #[serde(default)]

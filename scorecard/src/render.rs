@@ -384,6 +384,7 @@ pub(super) fn table(s: &Scorecard) -> String {
     if let Some(f) = &s.fanout {
         out.push_str(&fanout_table(f));
     }
+    out.push_str(&streams_table(s));
     let idle: Vec<&BackendResult> = s.backends.iter().filter(|b| b.idle.is_some()).collect();
     if let Some(i0) = idle.first().and_then(|b| b.idle.as_ref()) {
         let _ = writeln!(
@@ -429,6 +430,58 @@ pub(super) fn table(s: &Scorecard) -> String {
         }
         out.push_str(&t.out);
     }
+    out
+}
+
+/// The held-streams block: per backend and stream count, how fast they opened, errors, and
+/// the tunnel's memory before, while held, and per stream.
+pub(super) fn streams_table(s: &Scorecard) -> String {
+    let mut out = String::new();
+    let held: Vec<(&BackendResult, &crate::Streams)> = s
+        .backends
+        .iter()
+        .filter_map(|b| b.streams.as_ref().map(|x| (b, x)))
+        .collect();
+    if held.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nHeld streams: per backend {}.\n\
+         RSS = proxy + node (or relay) VmRSS before the first stream and with all held; per stream = the growth / streams opened.",
+        held[0]
+            .1
+            .what
+            .replacen(held[0].0.name.as_str(), "<backend>", 1)
+    );
+    let mut t = Table::new(
+        &[
+            "backend",
+            "streams",
+            "opened",
+            "opens/s",
+            "errors",
+            "RSS before",
+            "RSS held",
+            "per stream",
+        ],
+        &[10, 8, 8, 9, 7, 11, 11, 11],
+    );
+    for (b, x) in held {
+        for h in &x.points {
+            t.line(&[
+                b.name.clone(),
+                h.streams.to_string(),
+                h.opened.to_string(),
+                sig3(h.opens_per_sec()),
+                h.errors.to_string(),
+                mib(h.rss_before_bytes() as f64),
+                mib(h.rss_held_bytes() as f64),
+                kib(h.rss_per_stream_bytes()),
+            ]);
+        }
+    }
+    out.push_str(&t.out);
     out
 }
 
@@ -1130,6 +1183,7 @@ pub(crate) mod tests {
                 cell(&|k| measurement(w[2], 0, (k_ops(k) as f64 * 800_000.0) as u64, 0.0, cpu)),
                 cell(&|k| measurement(w[3], k_ops(k) / 10, 0, 900.0, cpu)),
             ],
+            streams: None,
             churn: None,
             idle: tunnel.then(|| Idle {
                 window_s: 15.0,

@@ -48,6 +48,16 @@ impl Sinks {
         })
     }
 
+    /// Sinks served by another process (`fipstun scorecard sink`), known by their addresses;
+    /// nothing runs here.
+    pub fn elsewhere(echo: SocketAddr, discard: SocketAddr) -> Self {
+        Self {
+            echo,
+            discard,
+            tasks: JoinSet::new(),
+        }
+    }
+
     /// The same two servers reached through a plain TCP relay on 127.0.0.1: each accepted
     /// connection is dialled on to the real sink and copied both ways in user space (tokio's
     /// bidirectional copy, 256 KiB buffers), with no crypto and no framing.
