@@ -194,7 +194,10 @@ fn short_scorecard_measures_every_backend() {
     // each still alive after idling, and the tunnel's memory read before and while held.
     for b in &backends[1..] {
         let points = b["streams"]["points"].as_array().unwrap();
-        let counts: Vec<u64> = points.iter().map(|p| p["streams"].as_u64().unwrap()).collect();
+        let counts: Vec<u64> = points
+            .iter()
+            .map(|p| p["streams"].as_u64().unwrap())
+            .collect();
         assert_eq!(counts, [40, 120], "{}", b["name"]);
         for p in points {
             assert_eq!(p["opened"], p["streams"], "{}: {p}", b["name"]);
@@ -206,7 +209,10 @@ fn short_scorecard_measures_every_backend() {
             }
         }
     }
-    assert!(backends[0]["streams"].is_null(), "no tunnel, no held streams");
+    assert!(
+        backends[0]["streams"].is_null(),
+        "no tunnel, no held streams"
+    );
     assert!(stdout.contains("\nHeld streams:"), "{stdout}");
     assert!(stdout.contains("hbone fan-out over 2 nodes"), "{stdout}");
     let headline = json["headline"].as_array().unwrap();
