@@ -769,7 +769,8 @@ impl<D: Transport> Forwarder<D> {
             activity: &activity,
             epoch: inner.epoch,
         };
-        let copy = tokio::io::copy_bidirectional_with_sizes(
+        // Buffers only while bytes are in flight: idle streams hold none (crate::copy).
+        let copy = crate::copy::copy_bidirectional(
             &mut inbound,
             &mut upstream,
             inner.config.copy_buffer_bytes,

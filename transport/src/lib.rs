@@ -50,6 +50,7 @@ use fipstun_identity::spiffe::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub mod conformance;
+mod copy;
 mod forward;
 pub mod memory;
 #[cfg(target_os = "linux")]
