@@ -162,6 +162,11 @@ impl AsyncRead for HboneStream {
                 let n = this.read_buf.len().min(buf.remaining());
                 buf.put_slice(&this.read_buf[..n]);
                 this.read_buf.advance(n);
+                if this.read_buf.is_empty() {
+                    // An empty slice still shares (and keeps alive) h2's receive buffer: an
+                    // idle stream must not pin it.
+                    this.read_buf = Bytes::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if this.read_eof {
@@ -254,7 +259,12 @@ impl AsyncWrite for HboneStream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // h2 owns the queue; the connection task writes it out as soon as it can.
+        // h2 owns the queue; the connection task writes it out as soon as it can. A flush
+        // means the writer has nothing more for now (the forwarder flushes when its reader
+        // runs dry), so let go of the rest of the write block: an idle stream keeps none.
+        // The next write takes a fresh block (uninitialised: no clearing cost).
+        let this = self.get_mut();
+        this.write_buf = BytesMut::new();
         Poll::Ready(Ok(()))
     }
 
