@@ -80,6 +80,7 @@ mod render;
 mod sinks;
 pub mod spread;
 pub mod streams;
+pub mod targets;
 
 use std::collections::BTreeMap;
 
@@ -308,6 +309,10 @@ impl Scorecard {
             o.insert(
                 "headline".into(),
                 serde_json::to_value(self.headline()).unwrap_or_default(),
+            );
+            o.insert(
+                "targets".into(),
+                serde_json::to_value(self.targets()).unwrap_or_default(),
             );
         }
         serde_json::to_string_pretty(&v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))

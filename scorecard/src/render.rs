@@ -241,6 +241,7 @@ fn vs_base(c: &WorkloadResult, base: Option<&WorkloadResult>, f: Figure) -> [Str
 
 pub(super) fn table(s: &Scorecard) -> String {
     let mut out = headline(s);
+    out.push_str(&targets_block(s));
     let m = &s.machine;
     let _ = writeln!(
         out,
@@ -429,6 +430,35 @@ pub(super) fn table(s: &Scorecard) -> String {
             ]);
         }
         out.push_str(&t.out);
+    }
+    out
+}
+
+/// The data-path targets judged on this run (BENCHMARKS.md judges the in-process ones).
+pub(super) fn targets_block(s: &Scorecard) -> String {
+    let checks = s.targets();
+    let mut out = String::new();
+    if checks.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "Targets (medians of this run; the TLS record path and the wireguard-go comparison are in BENCHMARKS.md)"
+    );
+    let width = checks
+        .iter()
+        .map(|c| c.what.chars().count())
+        .max()
+        .unwrap_or(0);
+    for c in &checks {
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:<24} {:<12} {}",
+            c.what,
+            c.measured_text(),
+            c.goal_text(),
+            if c.met { "met" } else { "NOT met" }
+        );
     }
     out
 }
