@@ -25,6 +25,7 @@ use crate::metrics::{
     HandshakeFailure, HandshakeObserver, HandshakeObserverHandle, Metrics, MetricsSnapshot,
 };
 use crate::pool::{Checkout, IdleCheck, Lease, Pool, Pooled};
+use crate::read_ahead::ReadAhead;
 use crate::stream::HboneStream;
 use crate::tap::{SeenTlsError, TlsErrorTap, rustls_error};
 use crate::transport::HboneRoute;
@@ -219,7 +220,8 @@ impl fmt::Debug for HboneClient {
     }
 }
 
-type H2Connection = h2::client::Connection<TlsErrorTap<TlsStream<TcpStream>>, Bytes>;
+type H2Connection =
+    h2::client::Connection<TlsErrorTap<TlsStream<ReadAhead<TcpStream>>>, Bytes>;
 
 impl HboneClient {
     /// A client presenting `identity`'s SVID. Fails if the FIPS policy refuses the TLS config.
@@ -442,7 +444,7 @@ impl HboneClient {
         let handshake = async {
             let tls_started = Instant::now();
             let mut tls = TlsConnector::from(tls)
-                .connect(name, tcp)
+                .connect(name, ReadAhead::new(tcp))
                 .await
                 .map_err(|e| DialError {
                     tls: rustls_error(&e).cloned().map(Box::new),

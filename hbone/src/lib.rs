@@ -121,6 +121,7 @@ use fipstun_identity::tls::{Authorizer, SvidSlot};
 mod client;
 mod metrics;
 mod pool;
+mod read_ahead;
 mod server;
 mod stream;
 mod tap;

@@ -26,6 +26,7 @@ use tracing::Instrument;
 use crate::metrics::{
     HandshakeFailure, HandshakeObserver, HandshakeObserverHandle, Metrics, MetricsSnapshot,
 };
+use crate::read_ahead::ReadAhead;
 use crate::stream::{HboneStream, Hold};
 use crate::wire::{ConnectRequest, ConnectResponse, HostnamePolicy, Rejection};
 use crate::{ALPN_H2, Error, H2Settings, TlsIdentity, classify_tls_error};
@@ -577,7 +578,7 @@ impl HboneServer {
         remote: SocketAddr,
     ) -> Result<
         (
-            h2::server::Connection<tokio_rustls::server::TlsStream<TcpStream>, Bytes>,
+            h2::server::Connection<tokio_rustls::server::TlsStream<ReadAhead<TcpStream>>, Bytes>,
             SpiffeId,
             std::time::SystemTime,
             Option<Negotiated>,
@@ -590,7 +591,7 @@ impl HboneServer {
             let mut tls = self
                 .inner
                 .acceptor
-                .accept(tcp)
+                .accept(ReadAhead::new(tcp))
                 .await
                 .map_err(|e| (classify_tls_error(&e), e.to_string()))?;
             if let Some(o) = &cfg.handshake_observer {
