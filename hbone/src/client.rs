@@ -25,7 +25,6 @@ use crate::metrics::{
     HandshakeFailure, HandshakeObserver, HandshakeObserverHandle, Metrics, MetricsSnapshot,
 };
 use crate::pool::{Checkout, IdleCheck, Lease, Pool, Pooled};
-use crate::read_ahead::ReadAhead;
 use crate::stream::HboneStream;
 use crate::tap::{SeenTlsError, TlsErrorTap, rustls_error};
 use crate::transport::HboneRoute;
@@ -220,8 +219,7 @@ impl fmt::Debug for HboneClient {
     }
 }
 
-type H2Connection =
-    h2::client::Connection<TlsErrorTap<TlsStream<ReadAhead<TcpStream>>>, Bytes>;
+type H2Connection = h2::client::Connection<TlsErrorTap<TlsStream<TcpStream>>, Bytes>;
 
 impl HboneClient {
     /// A client presenting `identity`'s SVID. Fails if the FIPS policy refuses the TLS config.
@@ -444,7 +442,7 @@ impl HboneClient {
         let handshake = async {
             let tls_started = Instant::now();
             let mut tls = TlsConnector::from(tls)
-                .connect(name, ReadAhead::new(tcp))
+                .connect(name, tcp)
                 .await
                 .map_err(|e| DialError {
                     tls: rustls_error(&e).cloned().map(Box::new),

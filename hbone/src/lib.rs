@@ -121,7 +121,6 @@ use fipstun_identity::tls::{Authorizer, SvidSlot};
 mod client;
 mod metrics;
 mod pool;
-mod read_ahead;
 mod server;
 mod stream;
 mod tap;

@@ -26,7 +26,6 @@ use tracing::Instrument;
 use crate::metrics::{
     HandshakeFailure, HandshakeObserver, HandshakeObserverHandle, Metrics, MetricsSnapshot,
 };
-use crate::read_ahead::ReadAhead;
 use crate::stream::{HboneStream, Hold};
 use crate::wire::{ConnectRequest, ConnectResponse, HostnamePolicy, Rejection};
 use crate::{ALPN_H2, Error, H2Settings, TlsIdentity, classify_tls_error};
@@ -578,7 +577,7 @@ impl HboneServer {
         remote: SocketAddr,
     ) -> Result<
         (
-            h2::server::Connection<tokio_rustls::server::TlsStream<ReadAhead<TcpStream>>, Bytes>,
+            h2::server::Connection<tokio_rustls::server::TlsStream<TcpStream>, Bytes>,
             SpiffeId,
             std::time::SystemTime,
             Option<Negotiated>,
@@ -591,7 +590,7 @@ impl HboneServer {
             let mut tls = self
                 .inner
                 .acceptor
-                .accept(ReadAhead::new(tcp))
+                .accept(tcp)
                 .await
                 .map_err(|e| (classify_tls_error(&e), e.to_string()))?;
             if let Some(o) = &cfg.handshake_observer {
