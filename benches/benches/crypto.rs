@@ -20,8 +20,11 @@ use aws_lc_rs::signature::{
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fipstun_benches::Pki;
 use fipstun_identity::tls::{client_config, server_config};
+use rustls::client::UnbufferedClientConnection;
 use rustls::crypto::SupportedKxGroup;
 use rustls::crypto::aws_lc_rs::kx_group;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use rustls::{ClientConnection, ServerConnection};
 
 const SIZES: [usize; 3] = [64, 1420, 16384];
@@ -233,12 +236,96 @@ fn record_path(c: &mut Criterion) {
     g.finish();
 }
 
+/// One side of an unbuffered pair: process what `incoming` holds, encode every handshake
+/// record it has into `outgoing`, and say whether it reached `WriteTraffic` (handshake done,
+/// nothing queued).
+macro_rules! unbuffered_step {
+    ($conn:expr, $incoming:expr, $outgoing:expr) => {{
+        let mut ready = false;
+        let mut scratch = vec![0u8; 64 * 1024];
+        loop {
+            let UnbufferedStatus { discard, state } = $conn.process_tls_records(&mut $incoming[..]);
+            let mut again = true;
+            match state.unwrap() {
+                ConnectionState::EncodeTlsData(mut e) => {
+                    let n = e.encode(&mut scratch).unwrap();
+                    $outgoing.extend_from_slice(&scratch[..n]);
+                }
+                ConnectionState::TransmitTlsData(t) => t.done(),
+                ConnectionState::BlockedHandshake => again = false,
+                ConnectionState::WriteTraffic(_) => {
+                    ready = true;
+                    again = false;
+                }
+                other => panic!("unexpected state during the handshake: {other:?}"),
+            }
+            $incoming.drain(..discard);
+            if !again {
+                break;
+            }
+        }
+        ready
+    }};
+}
+
+fn connect_unbuffered(p: &Pair) -> (UnbufferedClientConnection, UnbufferedServerConnection) {
+    let mut c =
+        UnbufferedClientConnection::new(p.client.clone(), "bench".try_into().unwrap()).unwrap();
+    let mut s = UnbufferedServerConnection::new(p.server.clone()).unwrap();
+    let (mut to_server, mut to_client) = (Vec::new(), Vec::new());
+    for _ in 0..16 {
+        let c_ready = unbuffered_step!(c, to_client, to_server);
+        let s_ready = unbuffered_step!(s, to_server, to_client);
+        if c_ready && s_ready && to_client.is_empty() && to_server.is_empty() {
+            return (c, s);
+        }
+    }
+    panic!("the unbuffered handshake did not finish");
+}
+
+/// The same 16 KiB record through rustls' unbuffered API, as a sans-IO data path would use
+/// it: the sender encrypts straight into its socket buffer (one copy, sealed in place), the
+/// receiver decrypts in place in the buffer it read into (rustls 0.23 then moves the
+/// plaintext into one `Vec`: a second copy). The buffered API above makes five.
+fn record_path_unbuffered(c: &mut Criterion) {
+    const RECORD: usize = 16384;
+    let p = pair();
+    let (mut client, mut server) = connect_unbuffered(&p);
+    let payload = vec![0xa5u8; RECORD];
+    let mut wire = vec![0u8; RECORD + 64];
+    let mut one_record = || {
+        let n = match client.process_tls_records(&mut []).state.unwrap() {
+            ConnectionState::WriteTraffic(mut w) => w.encrypt(&payload, &mut wire).unwrap(),
+            other => panic!("client not ready to write: {other:?}"),
+        };
+        let UnbufferedStatus { discard, state } = server.process_tls_records(&mut wire[..n]);
+        let len = match state.unwrap() {
+            ConnectionState::ReadTraffic(mut r) => {
+                let record = r.next_record().unwrap().unwrap();
+                black_box(record.payload).len()
+            }
+            other => panic!("server has no record to read: {other:?}"),
+        };
+        (n, discard, len)
+    };
+    // Outside the timing: one record in, one record out, all of it consumed.
+    let (n, discard, len) = one_record();
+    assert_eq!((discard, len), (n, RECORD));
+    let mut g = c.benchmark_group("record_16k");
+    g.throughput(Throughput::Bytes(RECORD as u64));
+    g.bench_function("tls13_aes256gcm_rustls_unbuffered", |b| {
+        b.iter(|| black_box(one_record()))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     aead,
     key_agreement,
     signatures,
     handshake,
-    record_path
+    record_path,
+    record_path_unbuffered
 );
 criterion_main!(benches);
