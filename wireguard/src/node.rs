@@ -32,6 +32,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::{AllowedIps, WgConfig, WgPublicKey};
 use crate::device::TunnelDevice;
 use crate::error::WgError;
+use crate::flows::{Sent, SentFlows, TcpSegment};
 use crate::stream::WgStream;
 use crate::udp::{SocketBuffers, UdpIo};
 
@@ -97,6 +98,21 @@ pub struct WgStats {
     pub cookie_replies_received: u64,
     /// Rounds of the node's driver loop (an idle node runs about four a second).
     pub driver_rounds: u64,
+    /// TCP segments our stack sent again (their sequence range was sent before): every
+    /// retransmission, fast or after a timeout.
+    pub tcp_retransmitted_segments: u64,
+    /// Retransmissions that followed a silence of the flow of at least
+    /// [`WgStats::RTO_SILENCE`]: the stack waited for its retransmission timer, a stall.
+    pub tcp_retransmit_timeouts: u64,
+    /// ACKs from peers advertising a zero receive window (our sends had to stop).
+    pub tcp_zero_window_acks: u64,
+}
+
+impl WgStats {
+    /// A retransmission after this long without sending on the flow counts as a
+    /// retransmission timeout in [`WgStats::tcp_retransmit_timeouts`]; fast retransmits and
+    /// recovery go out within a round trip.
+    pub const RTO_SILENCE: Duration = Duration::from_millis(150);
 }
 
 #[derive(Default)]
@@ -113,6 +129,9 @@ struct Counters {
     cookie_replies_sent: AtomicU64,
     cookie_replies_received: AtomicU64,
     driver_rounds: AtomicU64,
+    tcp_retransmitted_segments: AtomicU64,
+    tcp_retransmit_timeouts: AtomicU64,
+    tcp_zero_window_acks: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -164,6 +183,8 @@ pub(crate) struct Core {
     pending_inbound: usize,
     /// A stream was dropped or a timer ran: look for sockets to forget.
     housekeeping_due: bool,
+    /// Our TCP segments seen on the way out, to count retransmissions.
+    sent_flows: SentFlows,
 }
 
 pub(crate) struct Shared {
@@ -356,6 +377,14 @@ impl Core {
                     bump(&counters.rx_dropped);
                     return;
                 }
+                if let Some(seg) = TcpSegment::parse(&inner)
+                    && seg.ack
+                    && !seg.syn
+                    && !seg.rst
+                    && seg.window == 0
+                {
+                    bump(&counters.tcp_zero_window_acks);
+                }
                 self.device.rx.push_back(inner);
             }
         }
@@ -441,7 +470,18 @@ impl Core {
     fn encapsulate_tx(&mut self, counters: &Counters) {
         // Taken and put back so the queue keeps its capacity from round to round.
         let mut out = std::mem::take(&mut self.device.tx);
+        let now = std::time::Instant::now();
         for p in out.drain(..) {
+            if let Some(seg) = TcpSegment::parse(&p) {
+                match self.sent_flows.on_sent(&seg, now, WgStats::RTO_SILENCE) {
+                    Sent::New => {}
+                    Sent::Retransmit => bump(&counters.tcp_retransmitted_segments),
+                    Sent::RetransmitAfterSilence => {
+                        bump(&counters.tcp_retransmitted_segments);
+                        bump(&counters.tcp_retransmit_timeouts);
+                    }
+                }
+            }
             let Some(dst) = destination(&p) else { continue };
             let Some(peer) = self.routes.route(dst) else {
                 tracing::trace!(%dst, "no peer for destination");
@@ -476,6 +516,7 @@ impl Core {
         }
         let table = &self.index_table;
         self.by_index.retain(|idx, _| table.in_use(*idx));
+        self.sent_flows.forget_idle(std::time::Instant::now());
     }
 
     /// Hand established inbound connections to the listener; forget finished sockets.
@@ -760,6 +801,7 @@ impl WgNode {
             tcp_buffer_bytes: config.tcp_buffer_bytes,
             pending_inbound: 0,
             housekeeping_due: false,
+            sent_flows: SentFlows::default(),
         };
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
@@ -814,6 +856,9 @@ impl WgNode {
             cookie_replies_sent: l(&c.cookie_replies_sent),
             cookie_replies_received: l(&c.cookie_replies_received),
             driver_rounds: l(&c.driver_rounds),
+            tcp_retransmitted_segments: l(&c.tcp_retransmitted_segments),
+            tcp_retransmit_timeouts: l(&c.tcp_retransmit_timeouts),
+            tcp_zero_window_acks: l(&c.tcp_zero_window_acks),
         }
     }
 
