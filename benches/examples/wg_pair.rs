@@ -149,8 +149,11 @@ async fn main() {
             let out = phase(&args[7..], dial).await.unwrap_or_else(|e| die(e));
             let st = node.stats();
             println!(
-                "{{\"client\":\"ours\",{out},\"tcp_retransmit_timeouts\":{},\"tcp_retransmitted_segments\":{},\"tcp_zero_window_acks\":{}}}",
-                st.tcp_retransmit_timeouts, st.tcp_retransmitted_segments, st.tcp_zero_window_acks
+                "{{\"client\":\"ours\",{out},\"tcp_retransmit_timeouts\":{},\"tcp_retransmitted_segments\":{},\"tcp_retransmit_stalled_seconds\":{:.3},\"tcp_zero_window_acks\":{}}}",
+                st.tcp_retransmit_timeouts,
+                st.tcp_retransmitted_segments,
+                st.tcp_retransmit_stalled.as_secs_f64(),
+                st.tcp_zero_window_acks
             );
         }
         other => die(format!("unknown mode {other}")),

@@ -73,8 +73,9 @@ pub(crate) enum Sent {
     New,
     /// Sent before, within a round trip of the flow's last segment (fast retransmit, recovery).
     Retransmit,
-    /// Sent before, after the flow was silent at least the given threshold: a timeout.
-    RetransmitAfterSilence,
+    /// Sent before, after the flow was silent this long (at least the given threshold): the
+    /// retransmission timer fired.
+    RetransmitAfterSilence(Duration),
 }
 
 struct Flow {
@@ -122,7 +123,7 @@ impl SentFlows {
                 return Sent::Retransmit;
             }
             return if quiet >= silence {
-                Sent::RetransmitAfterSilence
+                Sent::RetransmitAfterSilence(quiet)
             } else {
                 Sent::Retransmit
             };
@@ -166,7 +167,7 @@ mod tests {
         let later = t + Duration::from_millis(200);
         assert_eq!(
             f.on_sent(&seg(89, 100), later, q),
-            Sent::RetransmitAfterSilence
+            Sent::RetransmitAfterSilence(Duration::from_millis(200))
         );
         f.forget_idle(later + FORGET_AFTER);
         assert_eq!(f.on_sent(&seg(89, 100), later, q), Sent::New);

@@ -2230,6 +2230,14 @@ impl<'a> Socket<'a> {
 
         let assembler_was_empty = self.assembler.is_empty();
 
+        // fipstun: an empty buffer with nothing out of order starts again at its front (as the
+        // send side does in `enqueue_many_with`), so request/response traffic keeps touching
+        // the same first pages instead of walking the whole buffer: untouched pages of a large
+        // receive window never become resident.
+        if assembler_was_empty && self.rx_buffer.is_empty() {
+            self.rx_buffer.clear();
+        }
+
         // Try adding payload octets to the assembler.
         let Ok(contig_len) = self
             .assembler
