@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fipstun_scorecard::procfs::{Pid, cpu_times};
+use fipstun_scorecard::procfs::{Pid, cpu_times, rss};
 use fipstun_transport::{Target, Transport, TunnelListener};
 use fipstun_wireguard::{WgConfig, WgNode, WgPeer, WgPrivateKey, WgPublicKey};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -49,6 +49,11 @@ fn tuned(mut c: WgConfig) -> WgConfig {
         c.tcp_buffer_bytes = k << 10;
     }
     c
+}
+
+/// This process's resident set now, KiB (at the end of a phase, its streams still open).
+fn rss_kib() -> u64 {
+    rss(Pid::Current).map_or(0, |b| b >> 10)
 }
 
 fn cpu_now() -> f64 {
@@ -116,7 +121,10 @@ async fn main() {
                 Ok::<_, BoxErr>(s)
             };
             let out = phase(&args[2..], dial).await.unwrap_or_else(|e| die(e));
-            println!("{{\"client\":\"kernel\",{out}}}");
+            println!(
+                "{{\"client\":\"kernel\",{out},\"client_rss_kib\":{}}}",
+                rss_kib()
+            );
         }
         "ours" => {
             let server: IpAddr = a(6).parse().unwrap_or_else(|e| die(e));
@@ -149,11 +157,12 @@ async fn main() {
             let out = phase(&args[7..], dial).await.unwrap_or_else(|e| die(e));
             let st = node.stats();
             println!(
-                "{{\"client\":\"ours\",{out},\"tcp_retransmit_timeouts\":{},\"tcp_retransmitted_segments\":{},\"tcp_retransmit_stalled_seconds\":{:.3},\"tcp_zero_window_acks\":{}}}",
+                "{{\"client\":\"ours\",{out},\"tcp_retransmit_timeouts\":{},\"tcp_retransmitted_segments\":{},\"tcp_retransmit_stalled_seconds\":{:.3},\"tcp_zero_window_acks\":{},\"client_rss_kib\":{}}}",
                 st.tcp_retransmit_timeouts,
                 st.tcp_retransmitted_segments,
                 st.tcp_retransmit_stalled.as_secs_f64(),
-                st.tcp_zero_window_acks
+                st.tcp_zero_window_acks,
+                rss_kib()
             );
         }
         other => die(format!("unknown mode {other}")),

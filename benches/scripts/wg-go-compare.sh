@@ -28,8 +28,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --locked -q -p fipstun-benches --example wg_pair
-bin="${CARGO_TARGET_DIR:-target}/release/examples/wg_pair"
+# WG_PAIR_BIN: another build of wg_pair (a before/after comparison); PERF=DIR: perf profiles
+# (cpu-clock, call graphs) of each bulk phase's client and server processes into DIR.
+if [ -z "${WG_PAIR_BIN:-}" ]; then
+  cargo build --release --locked -q -p fipstun-benches --example wg_pair
+fi
+bin=${WG_PAIR_BIN:-"${CARGO_TARGET_DIR:-target}/release/examples/wg_pair"}
 
 ip netns add "$nss"
 ip netns add "$nsc"
@@ -88,17 +92,32 @@ run() {
   s0=$(cpu $spids) c0=$(cpu $cpids)
   out=$("$@")
   s1=$(cpu $spids) c1=$(cpu $cpids)
+  local rss=0 p
+  for p in $spids; do rss=$((rss + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done
   python3 -c '
 import json, sys
 o = json.loads(sys.argv[1]); s0, s1, c0, c1 = map(float, sys.argv[2:6])
 o["server_cpu_seconds"] = round(s1 - s0, 3)
 o["client_cpu_seconds"] = round(o["cpu_seconds"] + c1 - c0, 3)
-print(json.dumps(o))' "$out" "$s0" "$s1" "$c0" "$c1"
+o["server_rss_kib"] = int(sys.argv[6])
+print(json.dumps(o))' "$out" "$s0" "$s1" "$c0" "$c1" "$rss"
 }
 phases() { # name "server pids" "client pids" client-command...
   local name=$1 spids=$2 cpids=$3; shift 3
-  local b r
+  local b r p perfs=()
+  if [ -n "${PERF:-}" ]; then
+    mkdir -p "$PERF"
+    for p in $spids; do
+      perf record -q -e cpu-clock -g -p "$p" -o "$PERF/$name-server-$p.data" >/dev/null 2>&1 &
+      perfs+=($!)
+    done
+    set -- "${@:1:4}" perf record -q -e cpu-clock -g -o "$PERF/$name-client.data" -- "${@:5}"
+  fi
   b=$(run "$name" "$spids" "$cpids" "$@" bulk "$MIB")
+  if [ -n "${PERF:-}" ]; then
+    for p in "${perfs[@]}"; do kill -INT "$p"; wait "$p" || true; done
+    set -- "${@:1:4}" "${@:14}"
+  fi
   echo "$name bulk: $b" >&2
   r=$(run "$name" "$spids" "$cpids" "$@" rr "$SECS" "$CONNS")
   echo "$name rr:   $r" >&2
