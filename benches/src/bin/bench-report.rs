@@ -289,7 +289,8 @@ fn ratios(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> Vec<Ratio> {
 fn requests_per_core(case: &Value) -> Option<f64> {
     let rr = &case["rr"];
     let cpu = rr["client_cpu_seconds"].as_f64()? + rr["server_cpu_seconds"].as_f64()?;
-    (cpu > 0.0).then(|| rr["requests"].as_f64()? / cpu)
+    let requests = rr["requests"].as_f64()?;
+    (cpu > 0.0).then(|| requests / cpu)
 }
 
 /// The like-for-like table from benches/scripts/wg-go-compare.sh's JSON.
