@@ -123,6 +123,7 @@
 mod config;
 mod device;
 mod error;
+mod flows;
 mod node;
 mod stream;
 mod udp;

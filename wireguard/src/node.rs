@@ -32,6 +32,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::config::{AllowedIps, WgConfig, WgPublicKey};
 use crate::device::TunnelDevice;
 use crate::error::WgError;
+use crate::flows::{Sent, SentFlows, TcpSegment};
 use crate::stream::WgStream;
 use crate::udp::{SocketBuffers, UdpIo};
 
@@ -55,8 +56,10 @@ pub fn security_info() -> SecurityInfo {
 /// How often the protocol timers (rekey, keepalive, handshake retry) are evaluated, as in
 /// gotatun's and wireguard-go's devices.
 const TIMER_TICK: Duration = Duration::from_millis(250);
-/// Pooled packet buffers: enough for a full TCP window of MTU-sized packets in flight.
-const POOL_PACKETS: usize = 4096;
+/// Packet buffers the pool keeps (4 KiB each, allocated up front and kept when returned):
+/// enough for a round of request/response traffic; a bulk burst beyond it allocates and the
+/// surplus is freed when returned, so an idle node holds 2 MiB here, not the 16 MiB of 4096.
+const POOL_PACKETS: usize = 512;
 /// At most this many recvmmsg calls per driver round, so ACKs and window updates go out.
 const RECV_CALLS_PER_ROUND: usize = 8;
 /// Ephemeral ports for the streams we open.
@@ -97,6 +100,24 @@ pub struct WgStats {
     pub cookie_replies_received: u64,
     /// Rounds of the node's driver loop (an idle node runs about four a second).
     pub driver_rounds: u64,
+    /// TCP segments our stack sent again (their sequence range was sent before): every
+    /// retransmission, fast or after a timeout.
+    pub tcp_retransmitted_segments: u64,
+    /// Retransmissions that followed a silence of the flow of at least
+    /// [`WgStats::RTO_SILENCE`]: the stack waited for its retransmission timer, a stall.
+    pub tcp_retransmit_timeouts: u64,
+    /// The silences those timeouts ended, summed: how long bulk stood still waiting for the
+    /// retransmission timer.
+    pub tcp_retransmit_stalled: Duration,
+    /// ACKs from peers advertising a zero receive window (our sends had to stop).
+    pub tcp_zero_window_acks: u64,
+}
+
+impl WgStats {
+    /// A retransmission after this long without sending on the flow counts as a
+    /// retransmission timeout in [`WgStats::tcp_retransmit_timeouts`]; fast retransmits and
+    /// recovery go out within a round trip.
+    pub const RTO_SILENCE: Duration = Duration::from_millis(150);
 }
 
 #[derive(Default)]
@@ -113,6 +134,10 @@ struct Counters {
     cookie_replies_sent: AtomicU64,
     cookie_replies_received: AtomicU64,
     driver_rounds: AtomicU64,
+    tcp_retransmitted_segments: AtomicU64,
+    tcp_retransmit_timeouts: AtomicU64,
+    tcp_retransmit_stalled_micros: AtomicU64,
+    tcp_zero_window_acks: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -164,6 +189,8 @@ pub(crate) struct Core {
     pending_inbound: usize,
     /// A stream was dropped or a timer ran: look for sockets to forget.
     housekeeping_due: bool,
+    /// Our TCP segments seen on the way out, to count retransmissions.
+    sent_flows: SentFlows,
 }
 
 pub(crate) struct Shared {
@@ -356,6 +383,14 @@ impl Core {
                     bump(&counters.rx_dropped);
                     return;
                 }
+                if let Some(seg) = TcpSegment::parse(&inner)
+                    && seg.ack
+                    && !seg.syn
+                    && !seg.rst
+                    && seg.window == 0
+                {
+                    bump(&counters.tcp_zero_window_acks);
+                }
                 self.device.rx.push_back(inner);
             }
         }
@@ -441,7 +476,21 @@ impl Core {
     fn encapsulate_tx(&mut self, counters: &Counters) {
         // Taken and put back so the queue keeps its capacity from round to round.
         let mut out = std::mem::take(&mut self.device.tx);
+        let now = std::time::Instant::now();
         for p in out.drain(..) {
+            if let Some(seg) = TcpSegment::parse(&p) {
+                match self.sent_flows.on_sent(&seg, now, WgStats::RTO_SILENCE) {
+                    Sent::New => {}
+                    Sent::Retransmit => bump(&counters.tcp_retransmitted_segments),
+                    Sent::RetransmitAfterSilence(quiet) => {
+                        bump(&counters.tcp_retransmitted_segments);
+                        bump(&counters.tcp_retransmit_timeouts);
+                        counters
+                            .tcp_retransmit_stalled_micros
+                            .fetch_add(quiet.as_micros() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
             let Some(dst) = destination(&p) else { continue };
             let Some(peer) = self.routes.route(dst) else {
                 tracing::trace!(%dst, "no peer for destination");
@@ -476,6 +525,7 @@ impl Core {
         }
         let table = &self.index_table;
         self.by_index.retain(|idx, _| table.in_use(*idx));
+        self.sent_flows.forget_idle(std::time::Instant::now());
     }
 
     /// Hand established inbound connections to the listener; forget finished sockets.
@@ -760,6 +810,7 @@ impl WgNode {
             tcp_buffer_bytes: config.tcp_buffer_bytes,
             pending_inbound: 0,
             housekeeping_due: false,
+            sent_flows: SentFlows::default(),
         };
         let shared = Arc::new(Shared {
             core: Mutex::new(core),
@@ -814,6 +865,10 @@ impl WgNode {
             cookie_replies_sent: l(&c.cookie_replies_sent),
             cookie_replies_received: l(&c.cookie_replies_received),
             driver_rounds: l(&c.driver_rounds),
+            tcp_retransmitted_segments: l(&c.tcp_retransmitted_segments),
+            tcp_retransmit_timeouts: l(&c.tcp_retransmit_timeouts),
+            tcp_retransmit_stalled: Duration::from_micros(l(&c.tcp_retransmit_stalled_micros)),
+            tcp_zero_window_acks: l(&c.tcp_zero_window_acks),
         }
     }
 

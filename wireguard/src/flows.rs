@@ -1,0 +1,182 @@
+//! What the node sees of its own TCP traffic on the way into the tunnel: which segments were
+//! sent before (retransmissions) and which came after a silence (the stack's retransmission
+//! timer fired: a stall). smoltcp keeps no such counters, so the node reads the segments.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
+
+/// The TCP header fields the node looks at. Parsed from bytes the stack wrote or a peer sent
+/// (authenticated, still untrusted): [`TcpSegment::parse`] never panics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TcpSegment {
+    pub(crate) src: IpEndpoint,
+    pub(crate) dst: IpEndpoint,
+    pub(crate) seq: u32,
+    /// Sequence space the segment occupies: payload, plus one each for SYN and FIN.
+    pub(crate) len: u32,
+    pub(crate) syn: bool,
+    pub(crate) ack: bool,
+    pub(crate) rst: bool,
+    /// The raw window field (unscaled): zero means zero whatever the scale.
+    pub(crate) window: u16,
+}
+
+impl TcpSegment {
+    /// `None` for anything that is not a whole, unfragmented TCP segment in IPv4 or IPv6.
+    pub(crate) fn parse(p: &[u8]) -> Option<Self> {
+        let (src, dst, payload): (IpAddress, IpAddress, &[u8]) = match p.first()? >> 4 {
+            4 => {
+                let ip = Ipv4Packet::new_checked(p).ok()?;
+                if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+                    return None;
+                }
+                let hl = usize::from(ip.header_len());
+                let tl = usize::from(ip.total_len());
+                (ip.src_addr().into(), ip.dst_addr().into(), p.get(hl..tl)?)
+            }
+            6 => {
+                let ip = Ipv6Packet::new_checked(p).ok()?;
+                if ip.next_header() != IpProtocol::Tcp {
+                    return None;
+                }
+                let len = usize::from(ip.payload_len());
+                (
+                    ip.src_addr().into(),
+                    ip.dst_addr().into(),
+                    p.get(40..40 + len)?,
+                )
+            }
+            _ => return None,
+        };
+        let tcp = TcpPacket::new_checked(payload).ok()?;
+        let data = payload.len().checked_sub(usize::from(tcp.header_len()))?;
+        let len = u32::try_from(data).ok()? + u32::from(tcp.syn()) + u32::from(tcp.fin());
+        Some(Self {
+            src: IpEndpoint::new(src, tcp.src_port()),
+            dst: IpEndpoint::new(dst, tcp.dst_port()),
+            seq: tcp.seq_number().0 as u32,
+            len,
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            rst: tcp.rst(),
+            window: tcp.window_len(),
+        })
+    }
+}
+
+/// What [`SentFlows::on_sent`] made of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// New sequence space (or no sequence space: a bare ACK).
+    New,
+    /// Sent before, within a round trip of the flow's last segment (fast retransmit, recovery).
+    Retransmit,
+    /// Sent before, after the flow was silent this long (at least the given threshold): the
+    /// retransmission timer fired.
+    RetransmitAfterSilence(Duration),
+}
+
+struct Flow {
+    /// One past the highest sequence number sent.
+    snd_max: u32,
+    last_sent: Instant,
+}
+
+/// Per flow (our end, their end): the highest sequence number sent and when.
+#[derive(Default)]
+pub(crate) struct SentFlows {
+    flows: HashMap<(IpEndpoint, IpEndpoint), Flow>,
+}
+
+/// Flows silent this long are forgotten (their connection is gone or idle).
+const FORGET_AFTER: Duration = Duration::from_secs(120);
+
+impl SentFlows {
+    pub(crate) fn on_sent(&mut self, s: &TcpSegment, now: Instant, silence: Duration) -> Sent {
+        let end = s.seq.wrapping_add(s.len);
+        if s.rst {
+            self.flows.remove(&(s.src, s.dst));
+            return Sent::New;
+        }
+        let Some(f) = self.flows.get_mut(&(s.src, s.dst)) else {
+            if s.len > 0 {
+                self.flows.insert(
+                    (s.src, s.dst),
+                    Flow {
+                        snd_max: end,
+                        last_sent: now,
+                    },
+                );
+            }
+            return Sent::New;
+        };
+        let quiet = now.duration_since(f.last_sent);
+        f.last_sent = now;
+        if s.len == 0 {
+            return Sent::New;
+        }
+        // Serial-number arithmetic (RFC 1982): `end` at or before `snd_max` was sent already.
+        if (f.snd_max.wrapping_sub(end) as i32) >= 0 {
+            if s.syn {
+                return Sent::Retransmit;
+            }
+            return if quiet >= silence {
+                Sent::RetransmitAfterSilence(quiet)
+            } else {
+                Sent::Retransmit
+            };
+        }
+        f.snd_max = end;
+        Sent::New
+    }
+
+    pub(crate) fn forget_idle(&mut self, now: Instant) {
+        self.flows
+            .retain(|_, f| now.duration_since(f.last_sent) < FORGET_AFTER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(seq: u32, len: u32) -> TcpSegment {
+        TcpSegment {
+            src: IpEndpoint::new(IpAddress::v4(10, 0, 0, 1), 40000),
+            dst: IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 80),
+            seq,
+            len,
+            syn: false,
+            ack: true,
+            rst: false,
+            window: 100,
+        }
+    }
+
+    #[test]
+    fn tells_new_data_from_retransmissions_and_timeouts() {
+        let mut f = SentFlows::default();
+        let t = Instant::now();
+        let q = Duration::from_millis(150);
+        assert_eq!(f.on_sent(&seg(u32::MAX - 10, 100), t, q), Sent::New);
+        assert_eq!(f.on_sent(&seg(89, 100), t, q), Sent::New); // wrapped
+        assert_eq!(f.on_sent(&seg(89, 100), t, q), Sent::Retransmit);
+        assert_eq!(f.on_sent(&seg(189, 0), t, q), Sent::New); // a bare ACK
+        let later = t + Duration::from_millis(200);
+        assert_eq!(
+            f.on_sent(&seg(89, 100), later, q),
+            Sent::RetransmitAfterSilence(Duration::from_millis(200))
+        );
+        f.forget_idle(later + FORGET_AFTER);
+        assert_eq!(f.on_sent(&seg(89, 100), later, q), Sent::New);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+            let _ = TcpSegment::parse(&bytes);
+        }
+    }
+}
