@@ -567,7 +567,6 @@ mod tests {
         );
         assert!(t.contains("| (c) our client -> our node | 3.000 |"), "{t}");
         assert!(!t.contains("wireguard-go <-> wireguard-go"), "{t}");
-        assert!(t.contains("## WireGuard: profiles and before/after"), "{t}");
     }
 
     #[test]
