@@ -25,7 +25,6 @@ use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{
     HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Packet, Ipv6Packet,
-    TcpPacket,
 };
 use tokio::sync::{Notify, mpsc};
 
@@ -623,41 +622,8 @@ pub fn destination(p: &[u8]) -> Option<IpAddr> {
 /// `(source, destination)` if `p` is a TCP SYN opening a connection (SYN without ACK): how the
 /// inbound side learns a tunnelled stream's target. Parses untrusted bytes: never panics.
 pub fn parse_syn(p: &[u8]) -> Option<(IpEndpoint, IpEndpoint)> {
-    let (src, dst, payload): (IpAddress, IpAddress, &[u8]) = match p.first()? >> 4 {
-        4 => {
-            let ip = Ipv4Packet::new_checked(p).ok()?;
-            if ip.next_header() != smoltcp::wire::IpProtocol::Tcp
-                || ip.more_frags()
-                || ip.frag_offset() != 0
-            {
-                return None;
-            }
-            let hl = usize::from(ip.header_len());
-            let tl = usize::from(ip.total_len());
-            (ip.src_addr().into(), ip.dst_addr().into(), p.get(hl..tl)?)
-        }
-        6 => {
-            let ip = Ipv6Packet::new_checked(p).ok()?;
-            if ip.next_header() != smoltcp::wire::IpProtocol::Tcp {
-                return None;
-            }
-            let len = usize::from(ip.payload_len());
-            (
-                ip.src_addr().into(),
-                ip.dst_addr().into(),
-                p.get(40..40 + len)?,
-            )
-        }
-        _ => return None,
-    };
-    let tcp = TcpPacket::new_checked(payload).ok()?;
-    if !tcp.syn() || tcp.ack() || tcp.rst() {
-        return None;
-    }
-    Some((
-        IpEndpoint::new(src, tcp.src_port()),
-        IpEndpoint::new(dst, tcp.dst_port()),
-    ))
+    let seg = crate::flows::TcpSegment::parse(p)?;
+    (seg.syn && !seg.ack && !seg.rst).then_some((seg.src, seg.dst))
 }
 
 struct NodeInner {
