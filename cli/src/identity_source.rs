@@ -80,20 +80,7 @@ pub(crate) async fn start(identity: &Identity) -> Result<LiveIdentity, String> {
                 ..ManagerConfig::default()
             };
             let manager = IdentityManager::start(client.clone(), config, Clock::system());
-            let slot = tokio::time::timeout(FIRST_SVID_TIMEOUT, manager.fetch(&ca.id))
-                .await
-                .map_err(|_| {
-                    format!(
-                        "identity: no SVID for {} from the Istio CA at {} within {FIRST_SVID_TIMEOUT:?}",
-                        ca.id, ca.client.address
-                    )
-                })?
-                .map_err(|e| {
-                    format!(
-                        "identity: the Istio CA at {} did not issue {}: {e}",
-                        ca.client.address, ca.id
-                    )
-                })?;
+            let slot = first_svid(&manager, &ca.id, &ca.client.address).await?;
             // Renewals authenticate with the SVID held (istiod and `fipstun ca serve` accept
             // it), so a token that expired since start does not stop rotation.
             client.present_client_svid(slot.clone());
@@ -111,6 +98,41 @@ pub(crate) async fn start(identity: &Identity) -> Result<LiveIdentity, String> {
                 id: ca.id.clone(),
             })
         }
+    }
+}
+
+/// The first SVID for `id` from the manager, waiting up to [`FIRST_SVID_TIMEOUT`] while the
+/// CA is unreachable (a node started beside istiod, or before it, must not exit because the CA
+/// was a second late), with back-off from 250 ms to 4 s between attempts. An answer that
+/// cannot change by retrying (the token or the CSR refused) ends the wait at once.
+async fn first_svid(
+    manager: &IdentityManager,
+    id: &SpiffeId,
+    address: &str,
+) -> Result<Arc<SvidSlot>, String> {
+    let deadline = tokio::time::Instant::now() + FIRST_SVID_TIMEOUT;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let err = match tokio::time::timeout(left, manager.fetch(id)).await {
+            Ok(Ok(slot)) => return Ok(slot),
+            Ok(Err(e)) => e,
+            Err(_) => {
+                return Err(format!(
+                    "identity: no SVID for {id} from the Istio CA at {address} within {FIRST_SVID_TIMEOUT:?}"
+                ));
+            }
+        };
+        let retryable = matches!(&err, fipstun_identity::Error::Ca(c) if c.is_retryable());
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !retryable || left <= pause {
+            return Err(format!(
+                "identity: the Istio CA at {address} did not issue {id}: {err}"
+            ));
+        }
+        tracing::warn!(%id, ca = address, error = %err, retry_in = ?pause, "waiting for the first SVID");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(4));
     }
 }
 
