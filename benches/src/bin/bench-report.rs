@@ -421,8 +421,8 @@ fn render_scorecard_targets(sc: &Value) -> String {
             _ => String::new(),
         }
     );
-    let _ = writeln!(s, "| target | measured | goal | met |");
-    let _ = writeln!(s, "|---|---|---|---|");
+    let _ = writeln!(s, "| target | measured | goal | met | note |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
     for c in checks {
         let what = c.get("what").and_then(Value::as_str).unwrap_or("?");
         let unit = c.get("unit").and_then(Value::as_str).unwrap_or("count");
@@ -452,7 +452,8 @@ fn render_scorecard_targets(sc: &Value) -> String {
             Some(false) => "**no**",
             None => "—",
         };
-        let _ = writeln!(s, "| {what} | {measured} | {goal} | {met} |");
+        let note = c.get("note").and_then(Value::as_str).unwrap_or("");
+        let _ = writeln!(s, "| {what} | {measured} | {goal} | {met} | {note} |");
     }
     s
 }
@@ -658,17 +659,17 @@ mod tests {
                  "goal": {"kind": "at-least", "value": 0.9}, "met": false},
                 {"what": "WireGuard tunnel RSS (proxy + node), rr 1 KiB x 64", "unit": "bytes",
                  "measured": {"median": 41943040.0, "min": 41943040.0, "max": 41943040.0},
-                 "goal": {"kind": "at-most", "value": 50331648.0}, "met": true},
+                 "goal": {"kind": "at-most", "value": 50331648.0}, "met": true, "note": "x"},
             ]
         });
         let t = render_scorecard_targets(&sc);
         assert!(t.contains("(3 rounds of 3 s per cell)"), "{t}");
         assert!(
-            t.contains("| HBONE / relay, bulk 1 stream, Gbit/s | 62% [58% .. 66%] | >= 90% | **no** |"),
+            t.contains("| HBONE / relay, bulk 1 stream, Gbit/s | 62% [58% .. 66%] | >= 90% | **no** |  |"),
             "{t}"
         );
         assert!(
-            t.contains("| WireGuard tunnel RSS (proxy + node), rr 1 KiB x 64 | 40.0 MiB | <= 48.0 MiB | yes |"),
+            t.contains("| WireGuard tunnel RSS (proxy + node), rr 1 KiB x 64 | 40.0 MiB | <= 48.0 MiB | yes | x |"),
             "{t}"
         );
         assert_eq!(render_scorecard_targets(&serde_json::json!({})), "");
