@@ -17,7 +17,7 @@ use fipstun_planes::workload::EndpointSocket;
 use fipstun_transport::policy::{Action, Cidr, Destination, Policy, Principal, Rule};
 use fipstun_transport::{FipsRequirement, ForwarderConfig, Target};
 #[cfg(feature = "wireguard")]
-use fipstun_wireguard::{IpPrefix, WgPeer, WgPrivateKey, WgPublicKey};
+use fipstun_wireguard::{IpPrefix, WgConfig, WgPeer, WgPrivateKey, WgPublicKey};
 use serde::Deserialize;
 
 use crate::duration::parse_duration;
@@ -330,6 +330,11 @@ struct WireguardFile {
     address: Option<String>,
     /// For testing only: session age after which this end re-keys (WireGuard's 120 s).
     rekey_after_time: Option<String>,
+    mtu: Option<u16>,
+    tcp_buffer_bytes: Option<u64>,
+    udp_socket_buffer_bytes: Option<u64>,
+    handshake_rate_limit: Option<u64>,
+    connect_timeout: Option<String>,
     #[serde(default)]
     peer: Vec<PeerFile>,
 }
@@ -556,6 +561,35 @@ pub(crate) struct WgSettings {
     /// `rekey_after_time`: session age after which this end re-keys; WireGuard's
     /// REKEY_AFTER_TIME (120 s, whitepaper section 6.1) unless set, for testing, to less.
     pub(crate) rekey_after_time: Duration,
+    /// `mtu`: the inner MTU (default 1420, as wireguard-go).
+    pub(crate) mtu: u16,
+    /// `tcp_buffer_bytes`: receive and send buffer of each tunnelled TCP connection (the
+    /// window; default 256 KiB). Memory per busy stream is about twice this.
+    pub(crate) tcp_buffer_bytes: usize,
+    /// `udp_socket_buffer_bytes`: SO_RCVBUF/SO_SNDBUF asked of the kernel (default 8 MiB).
+    pub(crate) udp_socket_buffer_bytes: usize,
+    /// `handshake_rate_limit`: handshakes per second per source IP before cookie replies
+    /// (default 100).
+    pub(crate) handshake_rate_limit: u64,
+    /// `connect_timeout`: how long opening a tunnelled stream may take (default 10 s).
+    pub(crate) connect_timeout: Duration,
+}
+
+#[cfg(feature = "wireguard")]
+impl WgSettings {
+    /// The library configuration these settings describe (inbound off; the node turns it on).
+    pub(crate) fn wg_config(&self, fips: FipsMode) -> WgConfig {
+        let mut c = WgConfig::new(self.private_key.clone(), self.listen, self.address);
+        c.peers = self.peers.clone();
+        c.fips = fips.requirement();
+        c.rekey_after_time = self.rekey_after_time;
+        c.mtu = self.mtu;
+        c.tcp_buffer_bytes = self.tcp_buffer_bytes;
+        c.udp_socket_buffer_bytes = self.udp_socket_buffer_bytes;
+        c.handshake_rate_limit = self.handshake_rate_limit;
+        c.connect_timeout = self.connect_timeout;
+        c
+    }
 }
 
 /// Where a node or proxy gets its SVID.
@@ -1147,12 +1181,74 @@ fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigErro
             d
         }
     };
+    let defaults = WgConfig::new(private_key.clone(), listen, address);
+    let mtu = match w.mtu {
+        None => defaults.mtu,
+        Some(m) if (1280..=4000).contains(&m) => m,
+        Some(m) => {
+            return Err(ctx.err(
+                "wireguard.mtu",
+                format!("{m}: must be 1280..=4000 (IPv6's minimum up to what the UDP path carries)"),
+            ))
+        }
+    };
+    let bytes = |field: &str, v: Option<u64>, default: usize, range: std::ops::RangeInclusive<u64>| {
+        match v {
+            None => Ok(default),
+            Some(b) if range.contains(&b) => Ok(b as usize),
+            Some(b) => Err(ctx.err(
+                field,
+                format!("{b}: must be {}..={} bytes", range.start(), range.end()),
+            )),
+        }
+    };
+    let tcp_buffer_bytes = bytes(
+        "wireguard.tcp_buffer_bytes",
+        w.tcp_buffer_bytes,
+        defaults.tcp_buffer_bytes,
+        (16 << 10)..=(16 << 20),
+    )?;
+    let udp_socket_buffer_bytes = bytes(
+        "wireguard.udp_socket_buffer_bytes",
+        w.udp_socket_buffer_bytes,
+        defaults.udp_socket_buffer_bytes,
+        (64 << 10)..=(256 << 20),
+    )?;
+    let handshake_rate_limit = match w.handshake_rate_limit {
+        None => defaults.handshake_rate_limit,
+        Some(0) => {
+            return Err(ctx.err(
+                "wireguard.handshake_rate_limit",
+                "0: must be at least 1 handshake per second per source IP",
+            ))
+        }
+        Some(n) => n,
+    };
+    let connect_timeout = match &w.connect_timeout {
+        None => defaults.connect_timeout,
+        Some(t) => {
+            let d = crate::duration::parse_duration(t)
+                .map_err(|e| ctx.err("wireguard.connect_timeout", e))?;
+            if d.is_zero() || d > Duration::from_secs(300) {
+                return Err(ctx.err(
+                    "wireguard.connect_timeout",
+                    format!("`{t}`: must be above 0 and at most 300s"),
+                ));
+            }
+            d
+        }
+    };
     Ok(WgSettings {
         listen,
         private_key,
         address,
         peers,
         rekey_after_time,
+        mtu,
+        tcp_buffer_bytes,
+        udp_socket_buffer_bytes,
+        handshake_rate_limit,
+        connect_timeout,
     })
 }
 
@@ -2026,6 +2122,70 @@ mod tests {
         for bad in ["\"0s\"", "\"5m\"", "\"soon\""] {
             let e = load(&format!("rekey_after_time = {bad}")).unwrap_err();
             assert_eq!(e.key.as_deref(), Some("wireguard.rekey_after_time"), "{e}");
+        }
+    }
+
+    /// Every knob of the library's `WgConfig` is reachable from `[wireguard]`: absent, each is
+    /// the library's default; set, it reaches the config the node binds; out of range, the
+    /// error names the key.
+    #[cfg(feature = "wireguard")]
+    #[test]
+    fn wireguard_tuning_keys_reach_the_library_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("wg.key");
+        std::fs::write(&key, WgPrivateKey::generate().to_base64()).unwrap();
+        let peer = WgPrivateKey::generate().public_key();
+        let load = |extra: &str| {
+            let p = dir.path().join("node.toml");
+            std::fs::write(
+                &p,
+                format!(
+                    "fips = \"off\"\n[wireguard]\nprivate_key = \"wg.key\"\naddress = \"10.99.0.1\"\n\
+                     {extra}\n[[wireguard.peer]]\npublic_key = \"{peer}\"\nallowed_ips = [\"10.99.0.2/32\"]\n"
+                ),
+            )
+            .unwrap();
+            NodeConfig::load(&NodeArgs {
+                config: Some(p),
+                ..NodeArgs::default()
+            })
+        };
+        let lib = |r: Result<NodeConfig, ConfigError>| {
+            r.unwrap().wireguard.unwrap().wg_config(FipsMode::Off)
+        };
+        let d = lib(load(""));
+        let base = WgConfig::new(
+            WgPrivateKey::generate(),
+            "0.0.0.0:51820".parse().unwrap(),
+            "10.99.0.1".parse().unwrap(),
+        );
+        assert_eq!(d.mtu, base.mtu);
+        assert_eq!(d.tcp_buffer_bytes, base.tcp_buffer_bytes);
+        assert_eq!(d.udp_socket_buffer_bytes, base.udp_socket_buffer_bytes);
+        assert_eq!(d.handshake_rate_limit, base.handshake_rate_limit);
+        assert_eq!(d.connect_timeout, base.connect_timeout);
+        assert_eq!(d.fips, FipsRequirement::NotRequired);
+        let c = lib(load(
+            "mtu = 1380\ntcp_buffer_bytes = 1048576\nudp_socket_buffer_bytes = 1048576\n\
+             handshake_rate_limit = 20\nconnect_timeout = \"3s\"",
+        ));
+        assert_eq!(c.mtu, 1380);
+        assert_eq!(c.tcp_buffer_bytes, 1 << 20);
+        assert_eq!(c.udp_socket_buffer_bytes, 1 << 20);
+        assert_eq!(c.handshake_rate_limit, 20);
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        for (bad, key) in [
+            ("mtu = 1000", "wireguard.mtu"),
+            ("mtu = 9000", "wireguard.mtu"),
+            ("tcp_buffer_bytes = 1024", "wireguard.tcp_buffer_bytes"),
+            ("tcp_buffer_bytes = 1073741824", "wireguard.tcp_buffer_bytes"),
+            ("udp_socket_buffer_bytes = 0", "wireguard.udp_socket_buffer_bytes"),
+            ("handshake_rate_limit = 0", "wireguard.handshake_rate_limit"),
+            ("connect_timeout = \"0s\"", "wireguard.connect_timeout"),
+            ("connect_timeout = \"1h\"", "wireguard.connect_timeout"),
+        ] {
+            let e = load(bad).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{bad}: {e}");
         }
     }
 

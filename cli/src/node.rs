@@ -10,7 +10,7 @@ use fipstun_identity::policy::CryptoPolicy;
 use fipstun_identity::tls::Authorizer;
 use fipstun_transport::{Forwarder, PlainTcp};
 #[cfg(feature = "wireguard")]
-use fipstun_wireguard::{WgConfig, WgNode};
+use fipstun_wireguard::WgNode;
 use tokio::net::TcpListener;
 
 use crate::admin::{Admin, Listeners, Readiness};
@@ -152,10 +152,7 @@ pub(crate) async fn run(
     #[cfg(feature = "wireguard")]
     let wireguard = match &cfg.wireguard {
         Some(w) => {
-            let mut wg =
-                WgConfig::new(w.private_key.clone(), w.listen, w.address).accepting_inbound();
-            wg.peers = w.peers.clone();
-            wg.rekey_after_time = w.rekey_after_time;
+            let wg = w.wg_config(cfg.fips).accepting_inbound();
             crate::config::warn_if_rekey_shortened(w);
             let node = WgNode::bind(wg)
                 .await

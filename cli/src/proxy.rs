@@ -25,7 +25,7 @@ use fipstun_transport::{
     Transport,
 };
 #[cfg(feature = "wireguard")]
-use fipstun_wireguard::{WgConfig, WgNode};
+use fipstun_wireguard::WgNode;
 use tokio::net::TcpListener;
 
 use crate::admin::{Admin, Listeners, Readiness};
@@ -98,12 +98,8 @@ pub(crate) async fn run(
     #[cfg(feature = "wireguard")]
     let wg = match &cfg.wireguard {
         Some(w) => {
-            let mut c = WgConfig::new(w.private_key.clone(), w.listen, w.address);
-            c.peers = w.peers.clone();
-            c.fips = cfg.fips.requirement();
-            c.rekey_after_time = w.rekey_after_time;
             crate::config::warn_if_rekey_shortened(w);
-            let node = WgNode::bind(c)
+            let node = WgNode::bind(w.wg_config(cfg.fips))
                 .await
                 .map_err(|e| format!("wireguard: cannot start on {}: {e}", w.listen))?;
             metrics.watch_wireguard(node.clone());

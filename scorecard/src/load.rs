@@ -104,6 +104,11 @@ pub struct ProcessUsage {
     pub cpu_sys_s: f64,
     /// Peak resident set in the window, bytes.
     pub peak_rss_bytes: u64,
+    /// Of the resident set at the end of the window, the file-backed pages (`RssFile`: the
+    /// binary's code and data, shared with every process running it), bytes; 0 in files
+    /// written before the field was added, or when unreadable.
+    #[serde(default)]
+    pub rss_file_bytes: u64,
 }
 
 /// What one workload window measured.
@@ -168,6 +173,15 @@ impl Measurement {
         self.bytes as f64 / self.cpu_total_s().max(1e-9)
     }
 
+    /// Sum of the tunnel processes' file-backed resident pages at the end, bytes.
+    pub fn tunnel_rss_file(&self) -> u64 {
+        self.processes
+            .iter()
+            .filter(|p| p.role == Role::Tunnel)
+            .map(|p| p.rss_file_bytes)
+            .sum()
+    }
+
     /// Sum of the tunnel processes' peak RSS, bytes.
     pub fn tunnel_peak_rss(&self) -> u64 {
         self.processes
@@ -220,6 +234,7 @@ impl Sampler {
                     cpu_user_s: cpu.user.as_secs_f64(),
                     cpu_sys_s: cpu.system.as_secs_f64(),
                     peak_rss_bytes: procfs::peak_rss(p.pid).unwrap_or(0),
+                    rss_file_bytes: procfs::rss_file(p.pid).unwrap_or(0),
                 })
             })
             .collect()

@@ -140,6 +140,15 @@ pub fn rss(pid: Pid) -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in status"))
 }
 
+/// Resident pages of `pid` backed by files (`RssFile`: the binary's and libraries' pages,
+/// shared by every process that maps them), bytes. `VmRSS` counts them in full for each process.
+pub fn rss_file(pid: Pid) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("{}/status", pid.dir()))?;
+    parse_status_kib(&status, "RssFile:")
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no RssFile in status"))
+}
+
 fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     line[key.len()..].split_whitespace().next()?.parse().ok()

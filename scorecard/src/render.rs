@@ -459,6 +459,9 @@ pub(super) fn targets_block(s: &Scorecard) -> String {
             c.goal_text(),
             if c.met { "met" } else { "NOT met" }
         );
+        if let Some(note) = &c.note {
+            let _ = writeln!(out, "  {:<width$}    {note}", "");
+        }
     }
     out
 }
@@ -1155,6 +1158,7 @@ pub(crate) mod tests {
             cpu_user_s: 1.0,
             cpu_sys_s: 1.0,
             peak_rss_bytes: 1 << 20,
+            rss_file_bytes: 0,
         }];
         if let Some(cpu) = tunnel_cpu {
             processes.push(ProcessUsage {
@@ -1163,6 +1167,7 @@ pub(crate) mod tests {
                 cpu_user_s: cpu,
                 cpu_sys_s: 0.0,
                 peak_rss_bytes: 8 << 20,
+                rss_file_bytes: 6 << 20,
             });
         }
         let bulk = matches!(w, Workload::Bulk { .. });
@@ -1332,6 +1337,7 @@ pub(crate) mod tests {
                 cpu_user_s: 0.1,
                 cpu_sys_s: 0.0,
                 peak_rss_bytes: 10 << 20,
+                rss_file_bytes: 0,
             });
         }
         FanoutPoint {

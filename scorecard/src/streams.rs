@@ -35,6 +35,10 @@ pub struct HeldProcess {
     pub rss_before_bytes: u64,
     /// `VmRSS` with every stream open and idle, bytes.
     pub rss_held_bytes: u64,
+    /// Of `rss_held_bytes`, the file-backed pages (`RssFile`: the binary's, shared), bytes;
+    /// 0 in files written before the field was added.
+    #[serde(default)]
+    pub rss_file_bytes: u64,
 }
 
 /// `n` streams held open through one path.
@@ -61,6 +65,11 @@ impl Held {
     /// Tunnel processes' `VmRSS` together with every stream held, bytes.
     pub fn rss_held_bytes(&self) -> u64 {
         self.processes.iter().map(|p| p.rss_held_bytes).sum()
+    }
+
+    /// Tunnel processes' file-backed resident pages together with every stream held, bytes.
+    pub fn rss_file_bytes(&self) -> u64 {
+        self.processes.iter().map(|p| p.rss_file_bytes).sum()
     }
 
     /// Memory one held stream costs the tunnel: the growth over the opened streams, bytes
@@ -142,6 +151,10 @@ pub async fn hold(
     let opened = held.len();
     tokio::time::sleep(settle).await;
     let during = rss_of(&tunnel)?;
+    let during_file: Vec<u64> = tunnel
+        .iter()
+        .map(|p| procfs::rss_file(p.pid).unwrap_or(0))
+        .collect();
     // Every held stream must still carry a byte each way after idling.
     let mut checking = JoinSet::new();
     for mut s in held {
@@ -167,11 +180,12 @@ pub async fn hold(
         open_s,
         processes: tunnel
             .iter()
-            .zip(before.iter().zip(&during))
-            .map(|(p, (b, d))| HeldProcess {
+            .zip(before.iter().zip(during.iter().zip(&during_file)))
+            .map(|(p, (b, (d, f)))| HeldProcess {
                 name: p.name.clone(),
                 rss_before_bytes: *b,
                 rss_held_bytes: *d,
+                rss_file_bytes: *f,
             })
             .collect(),
     })
@@ -233,11 +247,13 @@ mod tests {
                     name: "proxy".into(),
                     rss_before_bytes: 10_000_000,
                     rss_held_bytes: 14_000_000,
+                    rss_file_bytes: 9_000_000,
                 },
                 HeldProcess {
                     name: "node".into(),
                     rss_before_bytes: 10_000_000,
                     rss_held_bytes: 12_000_000,
+                    rss_file_bytes: 9_000_000,
                 },
             ],
         };

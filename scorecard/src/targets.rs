@@ -52,6 +52,7 @@ impl Check {
         };
         Check {
             what: what.into(),
+            note: None,
             measured,
             unit,
             goal,
@@ -68,6 +69,11 @@ impl Check {
     }
 
     /// `77% [70% .. 81%]`, or one reading when there is no spread.
+    fn with_note(mut self, note: Option<String>) -> Check {
+        self.note = note;
+        self
+    }
+
     pub fn measured_text(&self) -> String {
         let m = &self.measured;
         if m.min == m.max {
@@ -99,6 +105,16 @@ fn ratio(a: Spread, b: Spread) -> Option<Spread> {
 }
 
 /// Bytes per tunnel CPU-second of each run of a bulk cell.
+/// How much of a tunnel's RSS is the binary's file-backed pages (counted in full by each of
+/// the two processes, though the kernel keeps one copy) and what the rest is.
+fn file_note(file: f64, rss: f64) -> String {
+    format!(
+        "of which file-backed (the binary's pages, shared) {:.1} MiB, the rest {:.1} MiB",
+        file / MIB,
+        (rss - file).max(0.0) / MIB
+    )
+}
+
 fn bytes_per_tunnel_cpu(c: &WorkloadResult) -> Option<Spread> {
     let v: Vec<f64> = c
         .runs
@@ -176,26 +192,47 @@ impl Scorecard {
             ("hbone", "HBONE", 24.0 * MIB),
             ("wireguard", "WireGuard", 48.0 * MIB),
         ] {
-            if let Some(s) = find(name)
-                .and_then(rr)
-                .and_then(|c| c.figure(Figure::TunnelPeakRssBytes))
-            {
-                out.push(Check::new(
-                    &format!("{label} tunnel RSS (proxy + node), rr 1 KiB x 64"),
-                    s,
-                    Unit::Bytes,
-                    Goal::AtMost(goal),
-                ));
+            let cell = find(name).and_then(rr);
+            if let Some(s) = cell.and_then(|c| c.figure(Figure::TunnelPeakRssBytes)) {
+                let file = cell.and_then(|c| {
+                    let v: Vec<f64> = c
+                        .runs
+                        .iter()
+                        .map(|m| m.tunnel_rss_file() as f64)
+                        .filter(|&b| b > 0.0)
+                        .collect();
+                    Spread::of(&v)
+                });
+                out.push(
+                    Check::new(
+                        &format!("{label} tunnel RSS (proxy + node), rr 1 KiB x 64"),
+                        s,
+                        Unit::Bytes,
+                        Goal::AtMost(goal),
+                    )
+                    .with_note(file.map(|f| file_note(f.median, s.median))),
+                );
             }
         }
         if let Some(points) = find("hbone").and_then(|h| h.streams.as_ref()) {
             if let Some(p) = points.points.iter().find(|p| p.streams == 1000) {
-                out.push(Check::new(
-                    "HBONE tunnel RSS with 1,000 idle streams held (fresh pair)",
-                    Spread::single(p.rss_held_bytes() as f64),
-                    Unit::Bytes,
-                    Goal::AtMost(40.0 * MIB),
-                ));
+                let file = p.rss_file_bytes() as f64;
+                let held = p.rss_held_bytes() as f64;
+                out.push(
+                    Check::new(
+                        "HBONE tunnel RSS with 1,000 idle streams held (fresh pair)",
+                        Spread::single(held),
+                        Unit::Bytes,
+                        Goal::AtMost(40.0 * MIB),
+                    )
+                    .with_note((file > 0.0).then(|| {
+                        format!(
+                            "{}; {:.1} KiB per stream",
+                            file_note(file, held),
+                            p.rss_per_stream_bytes() / 1024.0
+                        )
+                    })),
+                );
             }
             if let Some(p) = points.points.iter().find(|p| p.streams == 10_000) {
                 out.push(Check::new(

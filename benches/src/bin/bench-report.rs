@@ -1,7 +1,9 @@
 //! Turns criterion's output into BENCHMARKS.md: the machine, the date, a table per group, and
 //! the ratios fipstun's targets are stated in; with `wg-go-compare.json` beside the criterion
-//! folder (`./x bench-wg`) the WireGuard like-for-like table, and `benches/profiles/*.txt`
-//! verbatim.
+//! folder (`./x bench-wg`) the WireGuard like-for-like table, with `scorecard/scorecard.json`
+//! beside it (`./x bench` runs the scorecard after criterion) the scorecard's data-path targets
+//! (HBONE against the relay, tunnel memory, held streams: figures only a multi-process run can
+//! give), and `benches/profiles/*.txt` verbatim.
 //!
 //! `cargo run -p fipstun-benches --bin bench-report -- [CRITERION_DIR] [OUT]`
 //! (defaults: `$CARGO_TARGET_DIR/criterion` or `target/criterion`, and `BENCHMARKS.md`).
@@ -44,7 +46,13 @@ fn main() {
     let latency = dir
         .parent()
         .and_then(|target| read_json(&target.join("latency.json")));
+    let scorecard = dir
+        .parent()
+        .and_then(|target| read_json(&target.join("scorecard").join("scorecard.json")));
     let mut text = render(&found, wg_go.as_ref());
+    if let Some(sc) = &scorecard {
+        text.push_str(&render_scorecard_targets(sc));
+    }
     if let Some(l) = latency {
         text.push_str(&render_latency(&l));
     }
@@ -394,6 +402,62 @@ fn render_profiles(dir: &Path) -> String {
     s
 }
 
+/// The `targets` of a scorecard JSON (`fipstun scorecard`, schema 2): what each check measured
+/// (median, min-max over the rounds), its goal and whether it was met.
+fn render_scorecard_targets(sc: &Value) -> String {
+    let Some(checks) = sc.get("targets").and_then(Value::as_array) else {
+        return String::new();
+    };
+    let mut s = String::new();
+    let _ = writeln!(s, "\n## Scorecard targets (processes, loopback)\n");
+    let reps = sc.get("reps").and_then(Value::as_u64);
+    let duration = sc.get("measure_s").and_then(Value::as_f64);
+    let _ = writeln!(
+        s,
+        "From `fipstun scorecard` run by `./x bench` after criterion{}: proxy and node as \
+         separate processes, load from a third; median of the rounds with [min .. max].\n",
+        match (reps, duration) {
+            (Some(r), Some(d)) => format!(" ({r} rounds of {d:.0} s per cell)"),
+            _ => String::new(),
+        }
+    );
+    let _ = writeln!(s, "| target | measured | goal | met | note |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    for c in checks {
+        let what = c.get("what").and_then(Value::as_str).unwrap_or("?");
+        let unit = c.get("unit").and_then(Value::as_str).unwrap_or("count");
+        let fmt = |v: f64| match unit {
+            "ratio" => format!("{:.0}%", v * 100.0),
+            "bytes" => format!("{:.1} MiB", v / (1024.0 * 1024.0)),
+            _ => format!("{v:.0}"),
+        };
+        let m = c.get("measured");
+        let num = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_f64);
+        let measured = match (num("median"), num("min"), num("max")) {
+            (Some(med), Some(lo), Some(hi)) if lo != hi => {
+                format!("{} [{} .. {}]", fmt(med), fmt(lo), fmt(hi))
+            }
+            (Some(med), _, _) => fmt(med),
+            _ => "not measured".into(),
+        };
+        let goal = c.get("goal");
+        let value = goal.and_then(|g| g.get("value")).and_then(Value::as_f64);
+        let goal = match (goal.and_then(|g| g.get("kind")).and_then(Value::as_str), value) {
+            (Some("at-least"), Some(v)) => format!(">= {}", fmt(v)),
+            (Some("at-most"), Some(v)) => format!("<= {}", fmt(v)),
+            _ => "?".into(),
+        };
+        let met = match c.get("met").and_then(Value::as_bool) {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "—",
+        };
+        let note = c.get("note").and_then(Value::as_str).unwrap_or("");
+        let _ = writeln!(s, "| {what} | {measured} | {goal} | {met} | {note} |");
+    }
+    s
+}
+
 fn render(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> String {
     let (cpu, cores, kernel) = machine();
     let mut s = String::new();
@@ -583,6 +647,32 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("wireguard"));
+    }
+
+    #[test]
+    fn scorecard_targets_show_measured_goal_and_verdict() {
+        let sc = serde_json::json!({
+            "reps": 3, "measure_s": 3.0,
+            "targets": [
+                {"what": "HBONE / relay, bulk 1 stream, Gbit/s", "unit": "ratio",
+                 "measured": {"median": 0.62, "min": 0.58, "max": 0.66},
+                 "goal": {"kind": "at-least", "value": 0.9}, "met": false},
+                {"what": "WireGuard tunnel RSS (proxy + node), rr 1 KiB x 64", "unit": "bytes",
+                 "measured": {"median": 41943040.0, "min": 41943040.0, "max": 41943040.0},
+                 "goal": {"kind": "at-most", "value": 50331648.0}, "met": true, "note": "x"},
+            ]
+        });
+        let t = render_scorecard_targets(&sc);
+        assert!(t.contains("(3 rounds of 3 s per cell)"), "{t}");
+        assert!(
+            t.contains("| HBONE / relay, bulk 1 stream, Gbit/s | 62% [58% .. 66%] | >= 90% | **no** |  |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| WireGuard tunnel RSS (proxy + node), rr 1 KiB x 64 | 40.0 MiB | <= 48.0 MiB | yes | x |"),
+            "{t}"
+        );
+        assert_eq!(render_scorecard_targets(&serde_json::json!({})), "");
     }
 
     #[test]
