@@ -1188,20 +1188,22 @@ fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigErro
         Some(m) => {
             return Err(ctx.err(
                 "wireguard.mtu",
-                format!("{m}: must be 1280..=4000 (IPv6's minimum up to what the UDP path carries)"),
-            ))
+                format!(
+                    "{m}: must be 1280..=4000 (IPv6's minimum up to what the UDP path carries)"
+                ),
+            ));
         }
     };
-    let bytes = |field: &str, v: Option<u64>, default: usize, range: std::ops::RangeInclusive<u64>| {
-        match v {
+    let bytes =
+        |field: &str, v: Option<u64>, default: usize, range: std::ops::RangeInclusive<u64>| match v
+        {
             None => Ok(default),
             Some(b) if range.contains(&b) => Ok(b as usize),
             Some(b) => Err(ctx.err(
                 field,
                 format!("{b}: must be {}..={} bytes", range.start(), range.end()),
             )),
-        }
-    };
+        };
     let tcp_buffer_bytes = bytes(
         "wireguard.tcp_buffer_bytes",
         w.tcp_buffer_bytes,
@@ -1220,7 +1222,7 @@ fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigErro
             return Err(ctx.err(
                 "wireguard.handshake_rate_limit",
                 "0: must be at least 1 handshake per second per source IP",
-            ))
+            ));
         }
         Some(n) => n,
     };
@@ -2178,8 +2180,14 @@ mod tests {
             ("mtu = 1000", "wireguard.mtu"),
             ("mtu = 9000", "wireguard.mtu"),
             ("tcp_buffer_bytes = 1024", "wireguard.tcp_buffer_bytes"),
-            ("tcp_buffer_bytes = 1073741824", "wireguard.tcp_buffer_bytes"),
-            ("udp_socket_buffer_bytes = 0", "wireguard.udp_socket_buffer_bytes"),
+            (
+                "tcp_buffer_bytes = 1073741824",
+                "wireguard.tcp_buffer_bytes",
+            ),
+            (
+                "udp_socket_buffer_bytes = 0",
+                "wireguard.udp_socket_buffer_bytes",
+            ),
             ("handshake_rate_limit = 0", "wireguard.handshake_rate_limit"),
             ("connect_timeout = \"0s\"", "wireguard.connect_timeout"),
             ("connect_timeout = \"1h\"", "wireguard.connect_timeout"),

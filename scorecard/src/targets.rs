@@ -42,6 +42,9 @@ pub struct Check {
     pub goal: Goal,
     /// Whether the median meets the goal.
     pub met: bool,
+    /// What else the reader needs to judge the figure (absent when nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Check {
@@ -68,12 +71,13 @@ impl Check {
         }
     }
 
-    /// `77% [70% .. 81%]`, or one reading when there is no spread.
+    /// The same check with `note` attached.
     fn with_note(mut self, note: Option<String>) -> Check {
         self.note = note;
         self
     }
 
+    /// `77% [70% .. 81%]`, or one reading when there is no spread.
     pub fn measured_text(&self) -> String {
         let m = &self.measured;
         if m.min == m.max {

@@ -442,7 +442,10 @@ fn render_scorecard_targets(sc: &Value) -> String {
         };
         let goal = c.get("goal");
         let value = goal.and_then(|g| g.get("value")).and_then(Value::as_f64);
-        let goal = match (goal.and_then(|g| g.get("kind")).and_then(Value::as_str), value) {
+        let goal = match (
+            goal.and_then(|g| g.get("kind")).and_then(Value::as_str),
+            value,
+        ) {
             (Some("at-least"), Some(v)) => format!(">= {}", fmt(v)),
             (Some("at-most"), Some(v)) => format!("<= {}", fmt(v)),
             _ => "?".into(),
@@ -665,7 +668,9 @@ mod tests {
         let t = render_scorecard_targets(&sc);
         assert!(t.contains("(3 rounds of 3 s per cell)"), "{t}");
         assert!(
-            t.contains("| HBONE / relay, bulk 1 stream, Gbit/s | 62% [58% .. 66%] | >= 90% | **no** |  |"),
+            t.contains(
+                "| HBONE / relay, bulk 1 stream, Gbit/s | 62% [58% .. 66%] | >= 90% | **no** |  |"
+            ),
             "{t}"
         );
         assert!(
