@@ -17,7 +17,7 @@ use fipstun_planes::workload::EndpointSocket;
 use fipstun_transport::policy::{Action, Cidr, Destination, Policy, Principal, Rule};
 use fipstun_transport::{FipsRequirement, ForwarderConfig, Target};
 #[cfg(feature = "wireguard")]
-use fipstun_wireguard::{IpPrefix, WgConfig, WgPeer, WgPrivateKey, WgPublicKey};
+use fipstun_wireguard::{IpPrefix, MTU_RANGE, WgConfig, WgPeer, WgPrivateKey, WgPublicKey};
 use serde::Deserialize;
 
 use crate::duration::parse_duration;
@@ -1184,13 +1184,11 @@ fn load_wireguard(ctx: &Ctx, w: &WireguardFile) -> Result<WgSettings, ConfigErro
     let defaults = WgConfig::new(private_key.clone(), listen, address);
     let mtu = match w.mtu {
         None => defaults.mtu,
-        Some(m) if (1280..=4000).contains(&m) => m,
+        Some(m) if MTU_RANGE.contains(&m) => m,
         Some(m) => {
             return Err(ctx.err(
                 "wireguard.mtu",
-                format!(
-                    "{m}: must be 1280..=4000 (IPv6's minimum up to what the UDP path carries)"
-                ),
+                format!("{m}: must be in {MTU_RANGE:?} (IPv6's minimum link MTU and up)"),
             ));
         }
     };

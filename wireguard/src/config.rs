@@ -17,6 +17,10 @@ use crate::WgError;
 /// 32 (WireGuard data header and tag) - 20 spare for an IPv6 outer header.
 pub const DEFAULT_MTU: u16 = 1420;
 
+/// The inner MTUs [`crate::WgNode::bind`] accepts: IPv6's minimum link MTU up to what the
+/// node's packet buffers hold.
+pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=4000;
+
 /// The standard WireGuard UDP port.
 pub const DEFAULT_PORT: u16 = 51820;
 

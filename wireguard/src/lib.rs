@@ -129,7 +129,7 @@ mod stream;
 mod udp;
 
 pub use config::{
-    DEFAULT_MTU, DEFAULT_PORT, IpPrefix, WgConfig, WgPeer, WgPresharedKey, WgPrivateKey,
+    DEFAULT_MTU, DEFAULT_PORT, IpPrefix, MTU_RANGE, WgConfig, WgPeer, WgPresharedKey, WgPrivateKey,
     WgPublicKey,
 };
 pub use error::WgError;

@@ -677,10 +677,13 @@ impl WgNode {
         if config.addresses.is_empty() {
             return Err(crate::WgError::Config("no tunnel address".into()).into());
         }
-        if usize::from(config.mtu) < 1280 || usize::from(config.mtu) > 4000 {
-            return Err(
-                crate::WgError::Config(format!("MTU {} outside 1280..=4000", config.mtu)).into(),
-            );
+        if !crate::MTU_RANGE.contains(&config.mtu) {
+            return Err(crate::WgError::Config(format!(
+                "MTU {} outside {:?}",
+                config.mtu,
+                crate::MTU_RANGE
+            ))
+            .into());
         }
         let (udp, buffers) = UdpIo::bind(config.listen_addr, config.udp_socket_buffer_bytes)?;
         let local_addr = udp.local_addr()?;
