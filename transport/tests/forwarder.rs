@@ -354,3 +354,44 @@ async fn without_resolution_a_policy_denies_a_name() {
     assert!(!verdict.is_allowed());
     assert!(verdict.to_string().contains("not resolved"), "{verdict}");
 }
+
+/// A dialer whose connect future is large (a 32 KiB buffer held across an await), as a
+/// tunnel's dial with its handshakes is.
+struct BulkyDialer;
+
+impl Transport for BulkyDialer {
+    type Stream = tokio::net::TcpStream;
+
+    async fn connect(&self, target: &Target) -> Result<Self::Stream, TransportError> {
+        let scratch = [7u8; 32 * 1024];
+        tokio::task::yield_now().await;
+        let addr = target.socket_addr().expect("an address");
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        assert_eq!(std::hint::black_box(scratch)[0], 7);
+        Ok(s)
+    }
+
+    fn security(&self) -> fipstun_transport::SecurityInfo {
+        PlainTcp.security()
+    }
+}
+
+#[tokio::test]
+async fn a_held_stream_does_not_keep_the_dials_state() {
+    // A task keeps room for its future's largest state until it ends: a forwarded stream's
+    // task must not carry its dialer's connect future (boxed and freed once the stream is
+    // up), or every idle stream costs the size of a dial.
+    let (client, mut acceptor) = memory_tunnel(web());
+    let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let connecting = tokio::spawn(async move { client.connect(&Target::new(addr)).await });
+    let pending = acceptor.accept().await.unwrap();
+    let fwd = Forwarder::new(BulkyDialer, Policy::deny_all(), ForwarderConfig::default());
+    let handle = fwd.handle(pending);
+    let size = std::mem::size_of_val(&handle);
+    assert!(
+        size < 8 * 1024,
+        "the per-stream future is {size} bytes: the dial's 32 KiB state is inline"
+    );
+    drop(handle);
+    connecting.abort();
+}
