@@ -88,10 +88,18 @@ struct Flow {
 #[derive(Default)]
 pub(crate) struct SentFlows {
     flows: HashMap<(IpEndpoint, IpEndpoint), Flow>,
+    /// When [`SentFlows::forget_idle`] next looks at every flow (`None`: at its next call).
+    next_sweep: Option<Instant>,
 }
 
 /// Flows silent this long are forgotten (their connection is gone or idle).
 const FORGET_AFTER: Duration = Duration::from_secs(120);
+
+/// How often the silent flows are swept. A sweep visits every flow (and every empty slot of
+/// the table), so it must not run on every timer tick: after a burst of short connections the
+/// table holds one entry per connection for [`FORGET_AFTER`], and sweeping it four times a
+/// second was most of an idle node's CPU.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl SentFlows {
     pub(crate) fn on_sent(&mut self, s: &TcpSegment, now: Instant, silence: Duration) -> Sent {
@@ -132,15 +140,54 @@ impl SentFlows {
         Sent::New
     }
 
+    /// Forget flows silent for [`FORGET_AFTER`]; does the work at most once per
+    /// [`SWEEP_EVERY`], and gives the table's memory back once most of it is empty.
     pub(crate) fn forget_idle(&mut self, now: Instant) {
+        if self.next_sweep.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_EVERY);
         self.flows
             .retain(|_, f| now.duration_since(f.last_sent) < FORGET_AFTER);
+        if self.flows.capacity() > 64 && self.flows.len() * 4 < self.flows.capacity() {
+            self.flows.shrink_to(self.flows.len() * 2);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn silent_flows_are_swept_at_most_every_sweep_interval_and_the_table_shrinks() {
+        let mut f = SentFlows::default();
+        let t0 = Instant::now();
+        for port in 0..10_000u16 {
+            let s = TcpSegment {
+                src: IpEndpoint::new(IpAddress::v4(10, 0, 0, 1), port),
+                ..seg(1, 100)
+            };
+            f.on_sent(&s, t0, Duration::from_millis(200));
+        }
+        let big = f.flows.capacity();
+        assert!(big >= 10_000);
+        f.forget_idle(t0);
+        assert_eq!(f.flows.len(), 10_000, "nothing is silent yet");
+        // Past FORGET_AFTER but before the next sweep: untouched (no full walk per tick).
+        let later = t0 + FORGET_AFTER + Duration::from_secs(1);
+        f.next_sweep = Some(later + Duration::from_secs(1));
+        f.forget_idle(later);
+        assert_eq!(f.flows.len(), 10_000);
+        // At the sweep: all forgotten, and the table's memory given back.
+        f.forget_idle(later + SWEEP_EVERY);
+        assert!(f.flows.is_empty());
+        assert!(
+            f.flows.capacity() < big / 4,
+            "{} of {big}",
+            f.flows.capacity()
+        );
+    }
 
     fn seg(seq: u32, len: u32) -> TcpSegment {
         TcpSegment {
