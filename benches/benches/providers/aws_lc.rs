@@ -10,6 +10,8 @@ use api::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 
 use crate::workload::{AWS_LC_FIPS, Provider};
 
+// The same file is ring's module too, compiled against that crate: that is the point.
+#[allow(clippy::duplicate_mod)]
 #[path = "ring_api.rs"]
 mod ring_api;
 pub(crate) use ring_api::{Fixture, bench};

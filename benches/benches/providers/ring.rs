@@ -6,6 +6,8 @@ use api::agreement::{EphemeralPrivateKey, UnparsedPublicKey, agree_ephemeral};
 use api::rand::SystemRandom;
 use api::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 
+// The same file is aws-lc-rs's module too, compiled against that crate: that is the point.
+#[allow(clippy::duplicate_mod)]
 #[path = "ring_api.rs"]
 mod ring_api;
 pub(crate) use ring_api::{Fixture, bench};
