@@ -1,8 +1,10 @@
 //! What each feature set links, checked against `cargo tree` (issue 21): the WireGuard crates
 //! (and with them X25519, BLAKE2s and ChaCha20-Poly1305 from outside the FIPS module) are in
 //! the build only when the `wireguard` feature asks for them; the benches are never linked by
-//! the facade or the binary; and the binary built without WireGuard compiles and refuses a
-//! WireGuard configuration by naming the feature.
+//! the facade or the binary; the binary built without WireGuard compiles and refuses a
+//! WireGuard configuration by naming the feature; and the crates of the crypto provider
+//! comparison (issue 25: ring, RustCrypto's AES-GCM, P-256 and SHA-2) are the benches' alone,
+//! with no RustCrypto AEAD in a production build beyond what the WireGuard backend brings.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +26,63 @@ const WIREGUARD_ONLY: &[&str] = &[
 
 const BENCHES: &str = "fipstun-benches";
 
+/// The crates only the provider comparison (benches/benches/providers.rs) brings: ring, and
+/// RustCrypto's AES-GCM (with its AES, CTR and GHASH/POLYVAL parts), P-256 (ECDSA, the curve
+/// arithmetic) and SHA-2. x25519-dalek is compared too but is not listed: the WireGuard
+/// backend links it (`WIREGUARD_ONLY`). aws-lc-rs without `fips` is not in this workspace at
+/// all (benches/providers-nonfips is a workspace of its own).
+const COMPARISON_ONLY: &[&str] = &[
+    "ring",
+    "aes-gcm",
+    "aes",
+    "ctr",
+    "ghash",
+    "polyval",
+    "p256",
+    "ecdsa",
+    "elliptic-curve",
+    "sha2",
+];
+
+/// RustCrypto's AEADs and the parts they are built of: none may be in a production build
+/// except `WIREGUARD_AEAD`.
+const RUSTCRYPTO_AEAD: &[&str] = &[
+    "aead",
+    "aes-gcm",
+    "aes-gcm-siv",
+    "aes-siv",
+    "ccm",
+    "eax",
+    "ocb3",
+    "chacha20poly1305",
+    "xsalsa20poly1305",
+    "aes",
+    "ctr",
+    "ghash",
+    "polyval",
+    "chacha20",
+    "salsa20",
+    "poly1305",
+    "universal-hash",
+    "cipher",
+];
+
+/// What the WireGuard backend brings of `RUSTCRYPTO_AEAD` today, all through gotatun's
+/// transport-data AEAD: chacha20poly1305 0.10 and its parts (the `aead` traits, the ChaCha20
+/// stream cipher and its `cipher` traits, Poly1305 and its `universal-hash` traits).
+const WIREGUARD_AEAD: &[&str] = &[
+    "aead",
+    "chacha20poly1305",
+    "chacha20",
+    "poly1305",
+    "universal-hash",
+    "cipher",
+];
+
+/// Who may stand in the inverted tree of a `WIREGUARD_AEAD` crate: the other parts, gotatun,
+/// the backend and the facade. Anything else would be a second way in.
+const WIREGUARD_AEAD_PATH: &[&str] = &["gotatun", "fipstun-wireguard", "fipstun"];
+
 fn workspace_manifest() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -39,16 +98,15 @@ fn cargo() -> Command {
 
 /// The package names in the normal-dependency tree of `package` built with `features`.
 fn tree(package: &str, features: &[&str]) -> Vec<String> {
+    tree_of("normal", package, features)
+}
+
+/// The package names in the tree of `package` over the dependency kinds `edges` (cargo tree's
+/// `-e`), built with `features` (`--invert NAME` among them inverts it).
+fn tree_of(edges: &str, package: &str, features: &[&str]) -> Vec<String> {
     let out = cargo()
-        .args([
-            "tree",
-            "--offline",
-            "--locked",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
+        .args(["tree", "--offline", "--locked", "-e", edges])
+        .args(["--prefix", "none"])
         .args(["--format", "{p}", "-p", package, "--manifest-path"])
         .arg(workspace_manifest())
         .args(features)
@@ -67,6 +125,33 @@ fn tree(package: &str, features: &[&str]) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// The workspace's member packages.
+fn members() -> Vec<String> {
+    let out = cargo()
+        .args([
+            "tree",
+            "--offline",
+            "--locked",
+            "--workspace",
+            "--depth",
+            "0",
+        ])
+        .args(["--prefix", "none", "--format", "{p}", "--manifest-path"])
+        .arg(workspace_manifest())
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn present<'a>(names: &[String], wanted: &[&'a str]) -> Vec<&'a str> {
@@ -131,6 +216,84 @@ fn neither_the_facade_nor_the_binary_links_the_benches() {
         assert!(
             !names.iter().any(|n| n == BENCHES),
             "{package} {features:?} links {BENCHES}"
+        );
+    }
+}
+
+#[test]
+fn production_builds_link_no_provider_comparison_crate() {
+    for (package, features) in [
+        ("fipstun", &[][..]),
+        ("fipstun", &["--all-features"][..]),
+        ("fipstun-cli", &[][..]),
+        ("fipstun-cli", &["--no-default-features"][..]),
+    ] {
+        assert_eq!(
+            present(&tree(package, features), COMPARISON_ONLY),
+            Vec::<&str>::new(),
+            "{package} {features:?} links crates of the provider comparison"
+        );
+    }
+}
+
+/// `cargo tree -e normal -p fipstun --all-features`: the RustCrypto AEAD crates in it are
+/// exactly `WIREGUARD_AEAD`, each reached only through the WireGuard backend; without that
+/// feature there are none.
+#[test]
+fn the_only_rustcrypto_aead_in_production_is_the_wireguard_backends() {
+    let all = tree("fipstun", &["--all-features"]);
+    assert_eq!(present(&all, RUSTCRYPTO_AEAD), WIREGUARD_AEAD);
+    for name in WIREGUARD_AEAD {
+        let dependents = tree("fipstun", &["--all-features", "--invert", name]);
+        let stray: Vec<&String> = dependents
+            .iter()
+            .filter(|d| {
+                !WIREGUARD_AEAD.contains(&d.as_str()) && !WIREGUARD_AEAD_PATH.contains(&d.as_str())
+            })
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "{name} reaches fipstun through {stray:?}, not only the WireGuard backend"
+        );
+        assert!(
+            dependents.iter().any(|d| d == "fipstun-wireguard"),
+            "{name}: {dependents:?}"
+        );
+    }
+    for features in [
+        &["--no-default-features", "--features", "hbone"][..],
+        &[][..],
+    ] {
+        assert_eq!(
+            present(&tree("fipstun", features), RUSTCRYPTO_AEAD),
+            Vec::<&str>::new(),
+            "fipstun {features:?}"
+        );
+    }
+}
+
+/// Every workspace crate but the benches, over normal, build and dev dependencies with all
+/// features, is free of `COMPARISON_ONLY`; the benches have every crate of it they compare (the
+/// other side, so that the check can fail).
+#[test]
+fn only_the_benches_bring_the_provider_comparison_crates() {
+    let members = members();
+    assert!(members.len() > 10, "{members:?}");
+    for member in members.iter().filter(|m| *m != BENCHES) {
+        assert_eq!(
+            present(
+                &tree_of("normal,build,dev", member, &["--all-features"]),
+                COMPARISON_ONLY
+            ),
+            Vec::<&str>::new(),
+            "{member} brings crates of the provider comparison"
+        );
+    }
+    let benches = tree_of("normal,build,dev", BENCHES, &[]);
+    for compared in ["ring", "aes-gcm", "p256", "sha2", "x25519-dalek"] {
+        assert!(
+            benches.iter().any(|n| n == compared),
+            "{BENCHES} no longer has {compared}"
         );
     }
 }

@@ -3,7 +3,9 @@
 //! folder (`./x bench-wg`) the WireGuard like-for-like table, with `scorecard/scorecard.json`
 //! beside it (`./x bench` runs the scorecard after criterion) the scorecard's data-path targets
 //! (HBONE against the relay, tunnel memory, held streams: figures only a multi-process run can
-//! give), and `benches/profiles/*.txt` verbatim.
+//! give), and `benches/profiles/*.txt` verbatim. The crypto provider comparison
+//! (`providers/...`, from two builds: `benches/providers.rs` and `benches/providers-nonfips`) is
+//! one table with each provider's ratio to the FIPS module.
 //!
 //! `cargo run -p fipstun-benches --bin bench-report -- [CRITERION_DIR] [OUT]`
 //! (defaults: `$CARGO_TARGET_DIR/criterion` or `target/criterion`, and `BENCHMARKS.md`).
@@ -15,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+#[path = "../../benches/providers/workload.rs"]
+mod workload;
 
 /// One measured benchmark.
 struct Measured {
@@ -501,7 +506,11 @@ fn render(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> String {
     if let Some(v) = wg_go {
         s.push_str(&render_wg_go(v));
     }
+    s.push_str(&render_providers(f, &provider_versions()));
     for (group, rows) in groups {
+        if group == workload::GROUP {
+            continue; // the provider table above has them all
+        }
         let _ = writeln!(s, "\n## {group}\n");
         let _ = writeln!(s, "| benchmark | mean time | rate |");
         let _ = writeln!(s, "|---|---|---|");
@@ -513,6 +522,130 @@ fn render(f: &BTreeMap<String, Measured>, wg_go: Option<&Value>) -> String {
                 human_rate(m)
             );
         }
+    }
+    s
+}
+
+/// The crates behind each provider column, as the two Cargo.lock files pin them: the
+/// workspace's (FIPS module, ring, RustCrypto) and `benches/providers-nonfips`'s.
+fn provider_versions() -> String {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let workspace = read(here.join("../Cargo.lock"));
+    let nonfips = read(here.join("providers-nonfips/Cargo.lock"));
+    let pins = |lock: &str, names: &[&str]| {
+        names
+            .iter()
+            .flat_map(|n| {
+                locked_versions(lock, n)
+                    .into_iter()
+                    .map(move |v| format!("{n} {v}"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "{}: {}; {}: {}; {}: {}; {}: {}",
+        workload::AWS_LC_FIPS.label,
+        pins(&workspace, &["aws-lc-rs", "aws-lc-fips-sys"]),
+        workload::AWS_LC.label,
+        pins(&nonfips, &["aws-lc-rs", "aws-lc-sys"]),
+        workload::RING.label,
+        pins(&workspace, &["ring"]),
+        workload::RUSTCRYPTO.label,
+        pins(&workspace, &["aes-gcm", "p256", "sha2", "x25519-dalek"]),
+    )
+}
+
+/// Every version of package `name` a Cargo.lock holds.
+fn locked_versions(lock: &str, name: &str) -> Vec<String> {
+    let wanted = format!("name = \"{name}\"");
+    let mut lines = lock.lines();
+    let mut found = Vec::new();
+    while let Some(line) = lines.next() {
+        if line == wanted
+            && let Some(v) = lines
+                .next()
+                .and_then(|l| l.strip_prefix("version = \""))
+                .and_then(|l| l.strip_suffix('"'))
+        {
+            found.push(v.to_owned());
+        }
+    }
+    found
+}
+
+/// Time and rate of one provider cell: throughput in GiB/s for the sized rows, operations per
+/// second for the others.
+fn provider_cell(m: &Measured, bytes: Option<usize>) -> String {
+    let per_s = 1e9 / m.mean_ns;
+    let rate = match bytes {
+        Some(n) => format!("{:.2} GiB/s", n as f64 * per_s / (1024.0 * 1024.0 * 1024.0)),
+        None => format!("{per_s:.0} /s"),
+    };
+    format!("{} ({rate})", human_time(m.mean_ns))
+}
+
+/// The crypto provider comparison: one row per primitive and input, one column per provider,
+/// and beside every other provider its speed relative to the FIPS module (FIPS time / its
+/// time: above 1x it is faster). Empty when the run measured none of it.
+fn render_providers(f: &BTreeMap<String, Measured>, versions: &str) -> String {
+    use workload::{AWS_LC_FIPS, PROVIDERS};
+    let rows = workload::rows();
+    if !rows
+        .iter()
+        .any(|r| PROVIDERS.iter().any(|p| f.contains_key(&r.id(p))))
+    {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n## Crypto providers: the FIPS module against aws-lc-rs, ring and RustCrypto\n\n\
+         `benches/benches/providers.rs` (the FIPS module, ring, RustCrypto) and \
+         `benches/providers-nonfips` (aws-lc-rs without `fips`: a workspace of its own, as cargo \
+         would unify it with the FIPS pin), both run by `./x bench` one after the other; the \
+         ring-API crates run the same workload source. Each cell is the mean time of one \
+         operation with its rate; \"vs FIPS\" is the FIPS module's time over that provider's \
+         (above 1x the provider is faster). AEAD: seal or open in place of a fresh buffer, \
+         empty AAD. ECDSA: P-256 with SHA-256, DER signatures; verify parses the SEC 1 public \
+         key each time. Key agreement: one side of an exchange (fresh key pair, its public key, \
+         the secret with a fixed peer key). X25519 in the FIPS column runs inside the module \
+         but is not a FIPS-approved service. RustCrypto signs deterministically (RFC 6979) and \
+         draws fresh keys from the OS (`OsRng`); aws-lc-rs uses its own DRBG, ring the OS. \
+         RustCrypto's AES and GHASH pick AES-NI and CLMUL at run time (no `target-cpu` flag).\n"
+    );
+    let _ = writeln!(s, "- crates: {versions}\n");
+    let mut head = format!("| primitive | {} |", AWS_LC_FIPS.label);
+    let mut rule = String::from("|---|---|");
+    for p in &PROVIDERS[1..] {
+        let _ = write!(head, " {} | vs FIPS |", p.label);
+        rule.push_str("---|---|");
+    }
+    let _ = writeln!(s, "{head}\n{rule}");
+    let mut missing = false;
+    for row in &rows {
+        let fips = f.get(&row.id(&AWS_LC_FIPS));
+        let cell = |m: Option<&Measured>| m.map_or("—".into(), |m| provider_cell(m, row.bytes));
+        let _ = write!(s, "| {} | {} |", row.label, cell(fips));
+        missing |= fips.is_none();
+        for p in &PROVIDERS[1..] {
+            let m = f.get(&row.id(p));
+            missing |= m.is_none();
+            let ratio = match (fips, m) {
+                (Some(fips), Some(m)) => format!("{:.2}x", fips.mean_ns / m.mean_ns),
+                _ => "—".into(),
+            };
+            let _ = write!(s, " {} | {ratio} |", cell(m));
+        }
+        s.push('\n');
+    }
+    if missing {
+        let _ = writeln!(
+            s,
+            "\n—: not measured in this run (a filter, or one of the two builds not run: the \
+             aws-lc-rs column comes from `benches/providers-nonfips`)."
+        );
     }
     s
 }
@@ -678,6 +811,78 @@ mod tests {
             "{t}"
         );
         assert_eq!(render_scorecard_targets(&serde_json::json!({})), "");
+    }
+
+    #[test]
+    fn provider_table_puts_every_provider_beside_the_fips_module() {
+        let mut f = BTreeMap::new();
+        let sized = |mean_ns: f64, n: u64| Measured {
+            mean_ns,
+            throughput: Some(("Bytes".into(), n as f64)),
+        };
+        let seal = "providers/aes128gcm_seal/16384";
+        f.insert(format!("{seal}/aws-lc-rs-fips"), sized(1_000.0, 16384));
+        f.insert(format!("{seal}/aws-lc-rs"), sized(800.0, 16384));
+        f.insert(format!("{seal}/ring"), sized(2_000.0, 16384));
+        f.insert(format!("{seal}/rustcrypto"), sized(8_000.0, 16384));
+        let sign = "providers/ecdsa_p256_sign/130";
+        f.insert(format!("{sign}/aws-lc-rs-fips"), m(20_000.0));
+        f.insert(format!("{sign}/ring"), m(40_000.0));
+        f.insert(format!("{sign}/rustcrypto"), m(10_000.0));
+        let t = render_providers(&f, "test crates");
+        assert!(
+            t.contains(
+                "| primitive | aws-lc-rs FIPS | aws-lc-rs (non-FIPS) | vs FIPS | ring | vs FIPS \
+                 | RustCrypto | vs FIPS |\n|---|---|---|---|---|---|---|---|\n"
+            ),
+            "{t}"
+        );
+        // 16384 B in 1 µs is 15.26 GiB/s; ratios are the FIPS time over the provider's.
+        assert!(
+            t.contains(
+                "| AES-128-GCM seal, 16384 B | 1.00 µs (15.26 GiB/s) | 800.0 ns (19.07 GiB/s) \
+                 | 1.25x | 2.00 µs (7.63 GiB/s) | 0.50x | 8.00 µs (1.91 GiB/s) | 0.12x |\n"
+            ),
+            "{t}"
+        );
+        // No non-FIPS cell for signing: a dash and no ratio, and the note says why.
+        assert!(
+            t.contains(
+                "| ECDSA P-256 sign, 130 B message | 20.00 µs (50000 /s) | — | — \
+                 | 40.00 µs (25000 /s) | 0.50x | 10.00 µs (100000 /s) | 2.00x |\n"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("—: not measured in this run"), "{t}");
+        // One line per row of the workload, in its order, even for rows nobody measured.
+        let body: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| primitive"))
+            .collect();
+        assert_eq!(body.len(), workload::rows().len());
+        assert!(
+            body[0].starts_with("| AES-128-GCM seal, 64 B | — |"),
+            "{}",
+            body[0]
+        );
+        assert!(t.contains("- crates: test crates"));
+        // The generic per-group tables leave the providers out: the table above has them.
+        let whole = render(&f, None);
+        assert!(whole.contains("## Crypto providers"), "{whole}");
+        assert!(!whole.contains("\n## providers\n"), "{whole}");
+        assert_eq!(render_providers(&BTreeMap::new(), "x"), "");
+    }
+
+    #[test]
+    fn locked_versions_reads_every_copy_of_a_package() {
+        let lock = "[[package]]\nname = \"rand\"\nversion = \"0.8.5\"\n\n\
+                    [[package]]\nname = \"rand\"\nversion = \"0.9.2\"\n\n\
+                    [[package]]\nname = \"rand_core\"\nversion = \"0.6.4\"\n";
+        assert_eq!(locked_versions(lock, "rand"), ["0.8.5", "0.9.2"]);
+        assert_eq!(locked_versions(lock, "ring"), Vec::<String>::new());
+        let v = provider_versions();
+        assert!(v.contains("aws-lc-fips-sys 0.13."), "{v}");
+        assert!(v.contains("aws-lc-sys 0."), "{v}");
     }
 
     #[test]
