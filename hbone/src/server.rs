@@ -525,8 +525,10 @@ impl HboneServer {
         let idle_timeout = inner.config.idle_timeout;
         // PINGs ride on the same connection future: they progress while `accept` polls it.
         let mut pings = conn.ping_pong();
-        let (ka_every, ka_timeout) =
-            (inner.config.keepalive_interval, inner.config.keepalive_timeout);
+        let (ka_every, ka_timeout) = (
+            inner.config.keepalive_interval,
+            inner.config.keepalive_timeout,
+        );
         let keepalive = async move {
             let Some(pings) = pings.as_mut() else {
                 return std::future::pending().await;
