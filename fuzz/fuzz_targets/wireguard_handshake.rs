@@ -265,7 +265,7 @@ impl Harness {
     }
 
     /// A datagram into the responder engine, as the node's `ingest` takes it; the reply.
-    fn to_responder(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+    fn send_to_responder(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
         let packet = Packet::from_bytes(BytesMut::from(bytes));
         let wg = match self.responder_limiter.verify_packet(self.from, packet) {
             Ok(wg) => wg,
@@ -310,7 +310,7 @@ impl Harness {
     }
 
     /// A datagram into the initiator engine, as the node's `ingest` takes it; the reply.
-    fn to_initiator(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+    fn send_to_initiator(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
         let packet = Packet::from_bytes(BytesMut::from(bytes));
         let wg = self
             .initiator_limiter
@@ -408,7 +408,7 @@ impl Harness {
                 ephemeral,
                 sender_index,
             });
-        let Some(reply) = self.to_responder(&msg) else {
+        let Some(reply) = self.send_to_responder(&msg) else {
             return;
         };
         // The responder accepted: when the fuzzer knows its own secrets, the response must
@@ -439,7 +439,7 @@ impl Harness {
             Index::Other(i) => *i,
         };
         let payload = &payload[..payload.len().min(256)];
-        let _ = self.to_responder(&noise::seal_data(index, counter, &key, payload));
+        let _ = self.send_to_responder(&noise::seal_data(index, counter, &key, payload));
     }
 
     fn respond(&mut self, f: &RespStep) {
@@ -508,7 +508,7 @@ impl Harness {
         if f.edit_after_macs {
             apply(&mut msg, &f.edits);
         }
-        let Some(keepalive) = self.to_initiator(&msg) else {
+        let Some(keepalive) = self.send_to_initiator(&msg) else {
             return;
         };
         // The initiator accepted our response and sent its first data message: with a secret
@@ -536,7 +536,7 @@ impl Harness {
         }
         let mut msg = noise::seal_cookie(index, &f.nonce, &f.cookie, &self.responder_public, &mac1);
         apply(&mut msg, &f.edits);
-        let _ = self.to_initiator(&msg);
+        let _ = self.send_to_initiator(&msg);
     }
 
     fn raw(&mut self, to_initiator: bool, seal: bool, bytes: &[u8]) {
@@ -554,9 +554,9 @@ impl Harness {
             }
         }
         let _ = if to_initiator {
-            self.to_initiator(&msg)
+            self.send_to_initiator(&msg)
         } else {
-            self.to_responder(&msg)
+            self.send_to_responder(&msg)
         };
     }
 }
