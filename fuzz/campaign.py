@@ -252,9 +252,20 @@ def coverage(target, logs, branch_toolchain):
     if branch_toolchain:
         cmd.insert(1, f"+{branch_toolchain}")
         env["RUSTFLAGS"] = (env.get("RUSTFLAGS", "") + " -Zcoverage-options=branch").strip()
+    raw = FUZZ / "coverage" / target / "raw"
+    shutil.rmtree(raw, ignore_errors=True)
     proc = subprocess.run(cmd, cwd=FUZZ, env=env, capture_output=True, text=True)
     (logs / f"{target}.coverage.log").write_text(proc.stdout + proc.stderr)
+    # Merge the raw profiles with the default toolchain's llvm-profdata ourselves: cargo fuzz
+    # looks for the building toolchain's llvm-tools, which nightly here does not have (its
+    # LLVM is the same major version, so the formats agree).
     profdata = FUZZ / "coverage" / target / "coverage.profdata"
+    profraws = sorted(str(p) for p in raw.glob("*.profraw")) if raw.is_dir() else []
+    if profraws:
+        merged = subprocess.run([llvm_tool("llvm-profdata"), "merge", "-sparse", *profraws,
+                                 "-o", str(profdata)], capture_output=True, text=True)
+        if merged.returncode == 0:
+            proc = merged
     # cargo fuzz coverage builds under fuzz/target whatever CARGO_TARGET_DIR says.
     candidates = [d / TRIPLE / "coverage" / TRIPLE / "release" / target
                   for d in (FUZZ / "target", target_dir())]
@@ -428,17 +439,25 @@ def self_test():
 # ---------------------------------------------------------------------------------------
 
 
+def default_branch_toolchain():
+    out = subprocess.run(["rustup", "toolchain", "list"], capture_output=True, text=True)
+    return "nightly" if re.search(r"^nightly", out.stdout, re.M) else "none"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("minutes", nargs="?", type=float, default=10.0,
                     help="minutes per target (default 10)")
     ap.add_argument("--targets", help="comma-separated targets (default: all)")
     ap.add_argument("--no-coverage", action="store_true", help="skip the coverage step")
-    ap.add_argument("--branch-toolchain", default=None,
-                    help="toolchain for branch coverage builds (e.g. nightly: stable cannot "
-                         "count branches); default: stable, regions reported instead")
+    ap.add_argument("--branch-toolchain", default=default_branch_toolchain(),
+                    help="toolchain for the coverage builds, with -Zcoverage-options=branch "
+                         "(stable cannot count branches); default nightly when installed; "
+                         "'none': stable, regions reported instead of branches")
     ap.add_argument("--self-test", action="store_true", help="check this script and exit")
     args = ap.parse_args()
+    if args.branch_toolchain == "none":
+        args.branch_toolchain = None
     if args.self_test:
         self_test()
         return
