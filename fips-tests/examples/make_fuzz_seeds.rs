@@ -111,25 +111,37 @@ fn wireguard_seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 fn main() {
     let f = seeds_pki();
-    for (i, s) in [
+    let ids = [
         "spiffe://example.org/ns/default/sa/web",
         "spiffe://example.org",
         "SPIFFE://td/a/.../b",
         "spiffe://example.org/a//b",
         "spiffe://ex:80/a",
         "spiffe://example.org/a?x#y",
-    ]
-    .iter()
-    .enumerate()
-    {
+    ];
+    for (i, s) in ids.iter().enumerate() {
         write("spiffe_id", &i.to_string(), s.as_bytes());
+        write("spiffe_id_differential", &i.to_string(), s.as_bytes());
     }
     for (i, s) in ["example.org", "spiffe://td", "a.b-c_d", "UPPER"]
         .iter()
         .enumerate()
     {
         write("trust_domain", &i.to_string(), s.as_bytes());
+        write("spiffe_id_differential", &format!("td-{i}"), s.as_bytes());
     }
+    // The differential target also gets an intended difference (FUZZING.md) and the scheme's
+    // case.
+    write(
+        "spiffe_id_differential",
+        "uppercase-trust-domain",
+        b"spiffe://Example.ORG/ns/default/sa/Web",
+    );
+    write(
+        "spiffe_id_differential",
+        "mixed-case-scheme",
+        b"SpIfFe://example.org",
+    );
 
     let id = SpiffeId::parse("spiffe://fuzz.test/seed").unwrap();
     let svid = f.ca.issue(&id, KeyAlgorithm::EcdsaP256, None).unwrap();

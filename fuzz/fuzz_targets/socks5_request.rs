@@ -7,10 +7,10 @@
 use fipstun_transport::socks5::{Socks5Error, parse_greeting, parse_request};
 use libfuzzer_sys::fuzz_target;
 
-fn prefixes_agree<T: PartialEq + std::fmt::Debug>(
-    data: &[u8],
-    parse: fn(&[u8]) -> Result<Option<(T, usize)>, Socks5Error>,
-) {
+/// A SOCKS5 parser: a message and the bytes it took, `None` if more bytes are needed.
+type Parser<T> = fn(&[u8]) -> Result<Option<(T, usize)>, Socks5Error>;
+
+fn prefixes_agree<T: PartialEq + std::fmt::Debug>(data: &[u8], parse: Parser<T>) {
     let whole = parse(data);
     if let Ok(Some((_, used))) = &whole {
         assert!(*used <= data.len());

@@ -43,10 +43,10 @@ fn engine() -> &'static Mutex<Engine> {
             Arc::new(RateLimiter::new(&pb, 1 << 20)),
         );
         let init: WgKind = initiator.format_handshake_initiation(false).unwrap().into();
-        if let TunnResult::WriteToNetwork(resp) = responder.handle_incoming_packet(init) {
-            if let TunnResult::WriteToNetwork(ka) = initiator.handle_incoming_packet(resp) {
-                let _ = responder.handle_incoming_packet(ka);
-            }
+        if let TunnResult::WriteToNetwork(resp) = responder.handle_incoming_packet(init)
+            && let TunnResult::WriteToNetwork(ka) = initiator.handle_incoming_packet(resp)
+        {
+            let _ = responder.handle_incoming_packet(ka);
         }
         Mutex::new(Engine {
             responder,

@@ -1,5 +1,8 @@
 //! Shared fixtures for the fuzz targets: one embedded CA, its bundle, and FIPS client/server
-//! configs with SPIFFE verifiers, built once per process.
+//! configs with SPIFFE verifiers, built once per process; and the WireGuard handshake written
+//! out for `wireguard_handshake` ([`wireguard`]).
+
+pub mod wireguard;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

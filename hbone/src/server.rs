@@ -441,7 +441,7 @@ impl HboneServer {
                 )),
             };
             drop(slot);
-            let (mut conn, peer_id, peer_not_after, negotiated) = match handshake {
+            let (conn, peer_id, peer_not_after, negotiated) = match handshake {
                 Ok(c) => c,
                 Err((kind, message)) => {
                     inner.metrics.handshake_failed(kind);
@@ -453,122 +453,174 @@ impl HboneServer {
                     });
                 }
             };
-            let Ok(_permit) = inner.connections.clone().try_acquire_owned() else {
-                inner.metrics.connection_refused();
-                tracing::warn!(%remote, max = inner.config.max_connections, "connection limit reached; closing");
-                return Err(Error::ConnectionLimit {
-                    max: inner.config.max_connections,
-                });
-            };
-            if *state.borrow_and_update() != State::Running {
-                return Err(Error::ShuttingDown);
-            }
-            inner.metrics.connection_opened();
-            tracing::debug!(%peer_id, "hbone connection established");
-            let shared = Arc::new(ConnShared {
-                active: AtomicUsize::new(0),
-                idle_since: Mutex::new(Instant::now()),
-            });
-            let idle_timeout = inner.config.idle_timeout;
-            // PINGs ride on the same connection future: they progress while `accept` polls it.
-            let mut pings = conn.ping_pong();
-            let (ka_every, ka_timeout) =
-                (inner.config.keepalive_interval, inner.config.keepalive_timeout);
-            let keepalive = async move {
-                let Some(pings) = pings.as_mut() else {
-                    return std::future::pending().await;
-                };
-                loop {
-                    tokio::time::sleep(ka_every).await;
-                    match tokio::time::timeout(ka_timeout, pings.ping(h2::Ping::opaque())).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return format!("keepalive PING failed: {e}"),
-                        Err(_) => return format!("no PONG within {ka_timeout:?}"),
-                    }
-                }
-            };
-            tokio::pin!(keepalive);
-            let idle = tokio::time::sleep(idle_timeout);
-            tokio::pin!(idle);
-            // Never past the peer certificate's notAfter, nor past the maximum age.
-            let until_expiry = peer_not_after
-                .duration_since(std::time::SystemTime::now())
-                .unwrap_or_default();
-            let lifetime = until_expiry.min(inner.config.max_connection_age);
-            let expires = tokio::time::sleep(lifetime);
-            tokio::pin!(expires);
-            // After the GOAWAY of an expiry, open streams get the drain time, then the
-            // connection is closed whatever is left.
-            let hard_close = tokio::time::sleep(Duration::MAX / 4);
-            tokio::pin!(hard_close);
-            let mut expired = false;
-            let mut draining = false;
-            let result = loop {
-                tokio::select! {
-                    next = conn.accept() => match next {
-                        Some(Ok((req, respond))) => {
-                            let guard = StreamGuard::new(shared.clone());
-                            let server = self.clone();
-                            let peer_id = peer_id.clone();
-                            let span = tracing::debug_span!("hbone_stream", stream = respond.stream_id().as_u32());
-                            tokio::spawn(async move {
-                                server.handle_stream(req, respond, (&peer_id, negotiated), remote, guard).await;
-                            }.instrument(span));
-                        }
-                        Some(Err(e)) => break Err(Error::Http2 { peer: remote, source: e }),
-                        None => break Ok(()),
-                    },
-                    _ = state.changed() => {
-                        match *state.borrow_and_update() {
-                            State::Draining if !draining => {
-                                tracing::debug!("draining: GOAWAY sent");
-                                conn.graceful_shutdown();
-                                draining = true;
-                            }
-                            State::Stopped => {
-                                tracing::debug!("drain timeout: closing with streams open");
-                                break Ok(());
-                            }
-                            _ => {}
-                        }
-                    }
-                    _ = &mut expires, if !expired => {
-                        expired = true;
-                        inner.metrics.connection_expired();
-                        tracing::info!(%peer_id, ?lifetime, "connection reached the peer certificate's notAfter or the maximum age: GOAWAY");
-                        if !draining {
-                            conn.graceful_shutdown();
-                            draining = true;
-                        }
-                        hard_close.as_mut().reset(tokio::time::Instant::now() + inner.config.drain_timeout);
-                    }
-                    _ = &mut hard_close, if expired => {
-                        tracing::debug!("expired connection still had streams after the drain time: closing");
-                        break Ok(());
-                    }
-                    why = &mut keepalive => {
-                        tracing::debug!(reason = %why, "client unresponsive: closing");
-                        break Err(Error::KeepaliveTimeout { peer: remote, reason: why });
-                    }
-                    _ = &mut idle, if !draining => {
-                        let since = *shared.idle_since.lock().unwrap_or_else(|p| p.into_inner());
-                        let busy = shared.active.load(Ordering::Acquire) > 0;
-                        if !busy && since.elapsed() >= idle_timeout {
-                            tracing::debug!("idle: GOAWAY sent");
-                            conn.graceful_shutdown();
-                            draining = true;
-                        } else {
-                            let base = if busy { Instant::now() } else { since };
-                            idle.as_mut().reset((base + idle_timeout).into());
-                        }
-                    }
-                }
-            };
-            inner.metrics.connection_closed();
-            result
+            self.serve_h2(conn, peer_id, peer_not_after, negotiated, remote, &mut state)
+                .await
         }
         .instrument(span)
         .await
+    }
+
+    /// Test hook, only with the `fuzzing` feature: serve HTTP/2 on `io` as if a TLS
+    /// handshake with a client holding `peer` had just finished (the notAfter is a day away),
+    /// through the same code as every accepted connection: h2 handshake with this server's
+    /// settings, connection limits, CONNECT parsing, the [`Handler`], delivery or forwarding.
+    /// The `hbone_session` fuzz target drives whole HTTP/2 sessions through it without TLS.
+    #[cfg(feature = "fuzzing")]
+    #[doc(hidden)]
+    pub async fn serve_h2_for_fuzzing<T>(
+        &self,
+        io: T,
+        peer: SpiffeId,
+        remote: SocketAddr,
+    ) -> Result<(), Error>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let cfg = &self.inner.config;
+        let conn = cfg
+            .h2
+            .server_builder(cfg.max_streams_per_conn)
+            .handshake(io)
+            .await
+            .map_err(|e| Error::Http2 {
+                peer: remote,
+                source: e,
+            })?;
+        let not_after = std::time::SystemTime::now() + Duration::from_secs(86400);
+        let mut state = self.inner.state.subscribe();
+        self.serve_h2(conn, peer, not_after, None, remote, &mut state)
+            .await
+    }
+
+    /// An established connection (TLS and the h2 handshake done) until it ends.
+    async fn serve_h2<T>(
+        &self,
+        mut conn: h2::server::Connection<T, Bytes>,
+        peer_id: SpiffeId,
+        peer_not_after: std::time::SystemTime,
+        negotiated: Option<Negotiated>,
+        remote: SocketAddr,
+        state: &mut watch::Receiver<State>,
+    ) -> Result<(), Error>
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let inner = &self.inner;
+        let Ok(_permit) = inner.connections.clone().try_acquire_owned() else {
+            inner.metrics.connection_refused();
+            tracing::warn!(%remote, max = inner.config.max_connections, "connection limit reached; closing");
+            return Err(Error::ConnectionLimit {
+                max: inner.config.max_connections,
+            });
+        };
+        if *state.borrow_and_update() != State::Running {
+            return Err(Error::ShuttingDown);
+        }
+        inner.metrics.connection_opened();
+        tracing::debug!(%peer_id, "hbone connection established");
+        let shared = Arc::new(ConnShared {
+            active: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        });
+        let idle_timeout = inner.config.idle_timeout;
+        // PINGs ride on the same connection future: they progress while `accept` polls it.
+        let mut pings = conn.ping_pong();
+        let (ka_every, ka_timeout) = (
+            inner.config.keepalive_interval,
+            inner.config.keepalive_timeout,
+        );
+        let keepalive = async move {
+            let Some(pings) = pings.as_mut() else {
+                return std::future::pending().await;
+            };
+            loop {
+                tokio::time::sleep(ka_every).await;
+                match tokio::time::timeout(ka_timeout, pings.ping(h2::Ping::opaque())).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return format!("keepalive PING failed: {e}"),
+                    Err(_) => return format!("no PONG within {ka_timeout:?}"),
+                }
+            }
+        };
+        tokio::pin!(keepalive);
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
+        // Never past the peer certificate's notAfter, nor past the maximum age.
+        let until_expiry = peer_not_after
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        let lifetime = until_expiry.min(inner.config.max_connection_age);
+        let expires = tokio::time::sleep(lifetime);
+        tokio::pin!(expires);
+        // After the GOAWAY of an expiry, open streams get the drain time, then the
+        // connection is closed whatever is left.
+        let hard_close = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(hard_close);
+        let mut expired = false;
+        let mut draining = false;
+        let result = loop {
+            tokio::select! {
+                next = conn.accept() => match next {
+                    Some(Ok((req, respond))) => {
+                        let guard = StreamGuard::new(shared.clone());
+                        let server = self.clone();
+                        let peer_id = peer_id.clone();
+                        let span = tracing::debug_span!("hbone_stream", stream = respond.stream_id().as_u32());
+                        tokio::spawn(async move {
+                            server.handle_stream(req, respond, (&peer_id, negotiated), remote, guard).await;
+                        }.instrument(span));
+                    }
+                    Some(Err(e)) => break Err(Error::Http2 { peer: remote, source: e }),
+                    None => break Ok(()),
+                },
+                _ = state.changed() => {
+                    match *state.borrow_and_update() {
+                        State::Draining if !draining => {
+                            tracing::debug!("draining: GOAWAY sent");
+                            conn.graceful_shutdown();
+                            draining = true;
+                        }
+                        State::Stopped => {
+                            tracing::debug!("drain timeout: closing with streams open");
+                            break Ok(());
+                        }
+                        _ => {}
+                    }
+                }
+                _ = &mut expires, if !expired => {
+                    expired = true;
+                    inner.metrics.connection_expired();
+                    tracing::info!(%peer_id, ?lifetime, "connection reached the peer certificate's notAfter or the maximum age: GOAWAY");
+                    if !draining {
+                        conn.graceful_shutdown();
+                        draining = true;
+                    }
+                    hard_close.as_mut().reset(tokio::time::Instant::now() + inner.config.drain_timeout);
+                }
+                _ = &mut hard_close, if expired => {
+                    tracing::debug!("expired connection still had streams after the drain time: closing");
+                    break Ok(());
+                }
+                why = &mut keepalive => {
+                    tracing::debug!(reason = %why, "client unresponsive: closing");
+                    break Err(Error::KeepaliveTimeout { peer: remote, reason: why });
+                }
+                _ = &mut idle, if !draining => {
+                    let since = *shared.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+                    let busy = shared.active.load(Ordering::Acquire) > 0;
+                    if !busy && since.elapsed() >= idle_timeout {
+                        tracing::debug!("idle: GOAWAY sent");
+                        conn.graceful_shutdown();
+                        draining = true;
+                    } else {
+                        let base = if busy { Instant::now() } else { since };
+                        idle.as_mut().reset((base + idle_timeout).into());
+                    }
+                }
+            }
+        };
+        inner.metrics.connection_closed();
+        result
     }
 
     async fn handshake(
