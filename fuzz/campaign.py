@@ -25,6 +25,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -373,7 +375,7 @@ def write_report(results, path, toolchain_note, template):
 TEMPLATE = """# Fuzzing fipstun
 
 Every parser of untrusted bytes has a cargo-fuzz target in `fuzz/`. `./x fuzz-campaign
-[minutes-per-target] [--targets a,b]` runs them (one core, stable toolchain, `--sanitizer
+[minutes-per-target] [--targets a,b] [--jobs N]` runs them (one core each, stable toolchain, `--sanitizer
 none`: AWS-LC's FIPS build rejects ASan objects), minimises the corpora, measures coverage and
 rewrites the results below; `./x test` runs each target for 15 s from the committed corpora.
 """
@@ -449,6 +451,10 @@ def main():
     ap.add_argument("minutes", nargs="?", type=float, default=10.0,
                     help="minutes per target (default 10)")
     ap.add_argument("--targets", help="comma-separated targets (default: all)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="targets fuzzed at once, one core each (default 1); minimising and "
+                         "coverage follow once every run has ended, so that they take no "
+                         "core from a running target")
     ap.add_argument("--no-coverage", action="store_true", help="skip the coverage step")
     ap.add_argument("--branch-toolchain", default=default_branch_toolchain(),
                     help="toolchain for the coverage builds, with -Zcoverage-options=branch "
@@ -476,23 +482,47 @@ def main():
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results = {t: r for t, r in results.items() if t in all_targets}
     today = datetime.date.today().isoformat()
-    for target in targets:
-        r = run_target(target, seconds, logs)
-        r["date"] = today
+    lock = threading.Lock()
+
+    def record(target, r):
+        with lock:
+            results[target] = r
+            RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+    def finish(target, r):
         r["corpus_minimised"] = minimise(target, logs)
         r["coverage"] = (None if args.no_coverage
                          else coverage(target, logs, args.branch_toolchain))
-        results[target] = r
-        RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        record(target, r)
         say(f"{target}: {r['executions']:,} executions, {r['exec_per_sec']:,}/s, "
             f"{len(r['crashes'])} crashes, corpus {r['corpus_before'][0]} -> "
             f"{r['corpus_after_run'][0]} -> {r['corpus_minimised'][0]} entries")
+
+    if args.jobs <= 1:
+        for target in targets:
+            r = run_target(target, seconds, logs)
+            r["date"] = today
+            finish(target, r)
+    else:
+        # Fuzz `jobs` targets at a time; a run's row is recorded as soon as it ends (so an
+        # interrupted campaign keeps it), then cmin and coverage run one at a time.
+        def fuzz_one(target):
+            r = run_target(target, seconds, logs)
+            r["date"] = today
+            record(target, dict(r, corpus_minimised=r["corpus_after_run"], coverage=None))
+            return target, r
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            done = list(pool.map(fuzz_one, targets))
+        for target, r in done:
+            finish(target, r)
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     branches = (f"branch counters from a `{args.branch_toolchain}` build with "
                 "`-Z coverage-options=branch`" if args.branch_toolchain else
                 "stable rustc counts no branches, so the branch column shows llvm's code "
                 "regions instead")
-    note = (f"Toolchain: {rustc}, one core per target. Coverage: `cargo fuzz coverage` "
+    note = (f"Toolchain: {rustc}, one core per target, "
+            f"{args.jobs} target(s) at a time. Coverage: `cargo fuzz coverage` "
             "(-C instrument-coverage) over the minimised corpus, `llvm-cov export` from the "
             f"stable toolchain's llvm-tools, summed over the files listed below; {branches}.")
     write_report(results, REPORT, note, TEMPLATE)
