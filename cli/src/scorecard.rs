@@ -1058,6 +1058,13 @@ pub(crate) fn run(args: ScorecardArgs) -> Result<String, String> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("scorecard-{stamp}")));
+    // A folder that already holds a run keeps it: its CA and results are not overwritten.
+    if out.join("pki").exists() || out.join("scorecard.json").exists() {
+        return Err(format!(
+            "{} already holds a scorecard run; choose another --out (or remove that folder)",
+            out.display()
+        ));
+    }
     fs::create_dir_all(out.join("logs")).map_err(|e| format!("{}: {e}", out.display()))?;
     // Every path written into a child's config file is absolute: the binary reads relative
     // paths in a config file against the file's own folder, not against this process's.

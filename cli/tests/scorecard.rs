@@ -266,4 +266,16 @@ fn short_scorecard_measures_every_backend() {
         "{line}"
     );
     assert!(text.contains("1 better, 0 worse"), "{text}");
+    // A second run into the same folder is refused up front and leaves the first run's
+    // results as they were.
+    let before = std::fs::read(out.join("scorecard.json")).unwrap();
+    let again = Command::new(env!("CARGO_BIN_EXE_fipstun"))
+        .args(["scorecard", "--duration", "6s", "--no-progress", "--out", "card"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{stderr}");
+    assert!(stderr.contains("already holds a scorecard run"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("scorecard.json")).unwrap(), before);
 }
