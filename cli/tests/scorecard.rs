@@ -270,7 +270,14 @@ fn short_scorecard_measures_every_backend() {
     // results as they were.
     let before = std::fs::read(out.join("scorecard.json")).unwrap();
     let again = Command::new(env!("CARGO_BIN_EXE_fipstun"))
-        .args(["scorecard", "--duration", "6s", "--no-progress", "--out", "card"])
+        .args([
+            "scorecard",
+            "--duration",
+            "6s",
+            "--no-progress",
+            "--out",
+            "card",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
