@@ -600,8 +600,7 @@ mod tests {
     /// connection (after the preface; the first byte is the fuzz target's split size). C-core
     /// adds `:authority: tmp%2F...` to its dynamic table and refers to it by index the second
     /// time.
-    const GRPCIO_TWO_CALLS: &[u8] =
-        include_bytes!("../../fuzz/corpus/planes_authority/seed-grpcio-two-calls");
+    const GRPCIO_TWO_CALLS: &[u8] = include_bytes!("../tests/data/grpcio-two-calls.bin");
 
     #[test]
     fn grpcio_requests_reach_h2_with_localhost_and_nothing_else_changed() {
