@@ -564,7 +564,7 @@ pub(crate) struct WgSettings {
     /// `mtu`: the inner MTU (default 1420, as wireguard-go).
     pub(crate) mtu: u16,
     /// `tcp_buffer_bytes`: receive and send buffer of each tunnelled TCP connection (the
-    /// window; default 256 KiB). Memory per busy stream is about twice this.
+    /// window; default 1 MiB). Memory per busy stream is about twice this.
     pub(crate) tcp_buffer_bytes: usize,
     /// `udp_socket_buffer_bytes`: SO_RCVBUF/SO_SNDBUF asked of the kernel (default 8 MiB).
     pub(crate) udp_socket_buffer_bytes: usize,

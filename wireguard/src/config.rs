@@ -286,9 +286,10 @@ pub struct WgConfig {
     /// SO_RCVBUF and SO_SNDBUF asked of the kernel for the UDP socket, in bytes.
     pub udp_socket_buffer_bytes: usize,
     /// Receive and send buffer of each tunnelled TCP connection, in bytes (the TCP window).
-    /// The default, 256 KiB, is several times the bandwidth-delay product of a loopback or
-    /// veth path through two userspace stacks (~3 Gbit/s x ~0.3 ms); 1 MiB moved bulk no
-    /// faster there and cost four times the memory once a bulk stream had touched it.
+    /// The default, 1 MiB, keeps one bulk stream through two userspace stacks from waiting on
+    /// its window (256 KiB: -20% on one stream, BENCHMARKS.md). Memory follows use: the rings
+    /// restart at their front when empty, so a request/response connection touches its first
+    /// pages only, and a busy bulk stream about twice this per side.
     pub tcp_buffer_bytes: usize,
     /// How long [`fipstun_transport::Transport::connect`] waits for the handshake and the TCP
     /// three-way handshake.
@@ -304,7 +305,7 @@ pub struct WgConfig {
 impl WgConfig {
     /// A configuration with our key, bound to `listen_addr`, with the tunnel address `address`,
     /// and every other field at its default: MTU 1420, no peers, FIPS not required, inbound
-    /// off, 8 MiB UDP socket buffers, 256 KiB TCP buffers, 10 s connect timeout, 100 handshakes
+    /// off, 8 MiB UDP socket buffers, 1 MiB TCP buffers, 10 s connect timeout, 100 handshakes
     /// per second per IP, rekey after 120 s.
     pub fn new(private_key: WgPrivateKey, listen_addr: SocketAddr, address: IpAddr) -> Self {
         Self {
@@ -316,7 +317,7 @@ impl WgConfig {
             fips: FipsRequirement::NotRequired,
             accept_inbound: false,
             udp_socket_buffer_bytes: 8 << 20,
-            tcp_buffer_bytes: 256 << 10,
+            tcp_buffer_bytes: 1 << 20,
             connect_timeout: Duration::from_secs(10),
             handshake_rate_limit: 100,
             rekey_after_time: Duration::from_secs(120),

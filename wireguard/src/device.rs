@@ -7,6 +7,15 @@ use gotatun::packet::{Packet, PacketBufPool};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+/// Packets the stack may emit through [`phy::Device::transmit`] per driver round (packets
+/// answering received ones, ACKs mostly, are not counted against it). smoltcp's egress
+/// otherwise sends every socket's whole window in one poll: with 1 MiB windows, eight bulk
+/// streams queued thousands of packets per round (each past the pool a fresh 4 KiB
+/// allocation), bursts the far end's UDP socket dropped, and 150 MiB of proxy RSS. Smaller
+/// rounds send the same bytes sooner: the stack resumes where it stopped on the next round,
+/// after the batch is out and the peer's ACKs are in. Half the packet pool.
+pub(crate) const TX_PACKETS_PER_ROUND: usize = 256;
+
 pub(crate) struct TunnelDevice {
     pub(crate) rx: VecDeque<Packet>,
     pub(crate) tx: Vec<Packet>,
@@ -48,6 +57,11 @@ impl phy::Device for TunnelDevice {
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        // "Device exhausted": smoltcp stops its egress for this poll and reports the sockets
+        // with data left as due now (poll_delay zero), so the driver comes straight back.
+        if self.tx.len() >= TX_PACKETS_PER_ROUND {
+            return None;
+        }
         Some(TxToken {
             tx: &mut self.tx,
             pool: &self.pool,
@@ -87,5 +101,50 @@ impl phy::TxToken for TxToken<'_> {
         let r = f(&mut p);
         self.tx.push(p);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::phy::{Device, TxToken as _};
+
+    fn device() -> TunnelDevice {
+        TunnelDevice::new(PacketBufPool::<4096>::new(4), 1420)
+    }
+
+    #[test]
+    fn transmit_stops_at_the_round_budget_and_resumes_once_the_round_is_sent() {
+        let mut d = device();
+        let now = Instant::from_millis(0);
+        for i in 0..TX_PACKETS_PER_ROUND {
+            let t = d
+                .transmit(now)
+                .unwrap_or_else(|| panic!("refused packet {i}"));
+            t.consume(60, |b| b[0] = 0x45);
+        }
+        assert_eq!(d.tx.len(), TX_PACKETS_PER_ROUND);
+        assert!(
+            d.transmit(now).is_none(),
+            "a packet past the round's budget"
+        );
+        // The driver encrypts and sends the round (drains tx): the budget is whole again.
+        d.tx.clear();
+        assert!(d.transmit(now).is_some());
+    }
+
+    #[test]
+    fn answers_to_received_packets_are_not_held_by_the_budget() {
+        let mut d = device();
+        let now = Instant::from_millis(0);
+        while let Some(t) = d.transmit(now) {
+            t.consume(60, |_| ());
+        }
+        d.rx.push_back(Packet::from_bytes(bytes::BytesMut::zeroed(60)));
+        let (_rx, tx) = d
+            .receive(now)
+            .expect("a received packet and its answer token");
+        tx.consume(40, |_| ());
+        assert_eq!(d.tx.len(), TX_PACKETS_PER_ROUND + 1);
     }
 }

@@ -61,6 +61,11 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 const POOL_PACKETS: usize = 512;
 /// At most this many recvmmsg calls per driver round, so ACKs and window updates go out.
 const RECV_CALLS_PER_ROUND: usize = 8;
+/// No further recvmmsg call in a round once this many datagrams are in (one call returns
+/// up to 32 GRO trains, so a round may end a call past it). Unbounded, a receiver behind
+/// 1 MiB windows took thousands of datagrams per round, each a pooled buffer, and held them
+/// all before the stack saw the first: the node's RSS grew with the bytes in flight.
+const RX_DATAGRAMS_PER_ROUND: usize = crate::device::TX_PACKETS_PER_ROUND;
 /// Ephemeral ports for the streams we open.
 const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 /// A listening socket made for a SYN that another socket took is dropped after this.
@@ -1058,6 +1063,9 @@ async fn drive(shared: std::sync::Weak<Shared>, mut udp: UdpIo) {
         bump(&sh.counters.driver_rounds);
         rx.clear();
         for _ in 0..RECV_CALLS_PER_ROUND {
+            if rx.len() >= RX_DATAGRAMS_PER_ROUND {
+                break;
+            }
             match udp.try_recv(&pool, &mut rx) {
                 Ok(n) => {
                     sh.counters.rx_recv_calls.fetch_add(1, Ordering::Relaxed);
