@@ -2166,11 +2166,11 @@ mod tests {
         assert_eq!(d.connect_timeout, base.connect_timeout);
         assert_eq!(d.fips, FipsRequirement::NotRequired);
         let c = lib(load(
-            "mtu = 1380\ntcp_buffer_bytes = 1048576\nudp_socket_buffer_bytes = 1048576\n\
+            "mtu = 1380\ntcp_buffer_bytes = 524288\nudp_socket_buffer_bytes = 1048576\n\
              handshake_rate_limit = 20\nconnect_timeout = \"3s\"",
         ));
         assert_eq!(c.mtu, 1380);
-        assert_eq!(c.tcp_buffer_bytes, 1 << 20);
+        assert_eq!(c.tcp_buffer_bytes, 512 << 10);
         assert_eq!(c.udp_socket_buffer_bytes, 1 << 20);
         assert_eq!(c.handshake_rate_limit, 20);
         assert_eq!(c.connect_timeout, Duration::from_secs(3));
