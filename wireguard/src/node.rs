@@ -115,6 +115,11 @@ pub struct WgStats {
     pub tcp_retransmit_stalled: Duration,
     /// ACKs from peers advertising a zero receive window (our sends had to stop).
     pub tcp_zero_window_acks: u64,
+    /// The most datagrams one driver round has sent: the largest burst the node put on the
+    /// wire at once. Rounds are bounded (256 packets from the stack, plus its answers to at
+    /// most one receive batch past 256 datagrams, plus timers), so this stays in the low
+    /// thousands whatever the windows.
+    pub largest_send_round: u64,
 }
 
 impl WgStats {
@@ -142,6 +147,7 @@ struct Counters {
     tcp_retransmit_timeouts: AtomicU64,
     tcp_retransmit_stalled_micros: AtomicU64,
     tcp_zero_window_acks: AtomicU64,
+    largest_send_round: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -843,6 +849,7 @@ impl WgNode {
             tcp_retransmit_timeouts: l(&c.tcp_retransmit_timeouts),
             tcp_retransmit_stalled: Duration::from_micros(l(&c.tcp_retransmit_stalled_micros)),
             tcp_zero_window_acks: l(&c.tcp_zero_window_acks),
+            largest_send_round: l(&c.largest_send_round),
         }
     }
 
@@ -1115,6 +1122,9 @@ async fn drive(shared: std::sync::Weak<Shared>, mut udp: UdpIo) {
         };
         if !tx.is_empty() {
             let n = tx.len() as u64;
+            sh.counters
+                .largest_send_round
+                .fetch_max(n, Ordering::Relaxed);
             let calls = udp.send_all(&mut tx).await;
             sh.counters.tx_datagrams.fetch_add(n, Ordering::Relaxed);
             sh.counters
