@@ -247,7 +247,8 @@ fn readme_tunnel_by_hand_runs_as_printed() {
          node=0; wait \"$node_pid\" || node=$?\n\
          proxy=0; wait \"$proxy_pid\" || proxy=$?\n\
          echo \"README-TEST node-exit=$node proxy-exit=$proxy\"\n\
-         kill %1\n"
+         kill %1\n\
+         wait\n"
     );
     let o = run_bash(dir.path(), &script, Some(bin));
     let all = text(&o);
@@ -308,7 +309,8 @@ fn readme_ztunnel_slot_runs_as_printed() {
          node=0; wait \"$node_pid\" || node=$?\n\
          proxy=0; wait \"$proxy_pid\" || proxy=$?\n\
          echo \"README-TEST node-exit=$node proxy-exit=$proxy\"\n\
-         kill %1 %2\n"
+         kill %1 %2\n\
+         wait\n"
     );
     let o = run_bash(dir.path(), &script, Some(bin));
     let all = text(&o);
